@@ -1,0 +1,38 @@
+"""PVC client: the PRI grammar, time forms, manifests and the async HTTP client.
+
+The public surface is re-exported here; the ``_modules`` behind it are private.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ERROR_CODES,
+    Conflict,
+    InvalidInput,
+    InvalidPRI,
+    InvalidTime,
+    NotFound,
+    PVCError,
+    Unauthorized,
+    Unavailable,
+)
+from ._manifest import MAX_ENTRIES, Entry, normalize_manifest, scan_directory, sha256_file, validate_manifest
+from ._pri import LATEST, MAX_NAME_BYTES, PRI, Ref, is_label, parse_label, parse_pri, parse_ref
+from ._timespec import format_time, from_micros, parse_time, to_micros, utcnow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ERROR_CODES", "Conflict", "InvalidInput", "InvalidPRI", "InvalidTime", "NotFound", "PVCError",
+    "Unauthorized", "Unavailable", "MAX_ENTRIES", "Entry", "normalize_manifest", "scan_directory",
+    "sha256_file", "validate_manifest", "LATEST", "MAX_NAME_BYTES", "PRI", "Ref", "is_label",
+    "parse_label", "parse_pri", "parse_ref", "format_time", "from_micros", "parse_time",
+    "to_micros", "utcnow",
+]
+
+try:  # the HTTP client is added by _client.py
+    from ._client import DEFAULT_URL, PVCClient  # noqa: F401
+
+    __all__ += ["DEFAULT_URL", "PVCClient"]
+except ImportError:  # pragma: no cover - only while the package is being built
+    pass

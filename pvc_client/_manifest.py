@@ -1,0 +1,196 @@
+"""Version manifests: what a version contains, and the rules every manifest obeys.
+
+A manifest is a list of entries, each a dict (the JSON form)::
+
+    {"path": "geo/walter.usd", "type": "file", "size": 1234, "mode": 0o644,
+     "sha256": "<64 hex>"}
+    {"path": "geo", "type": "dir", "mode": 0o755}
+    {"path": "latest.usd", "type": "symlink", "target": "geo/walter.usd"}
+
+Rules (checked by the service at publish, and again by the daemon, which
+trusts nothing it did not check):
+
+- ``path`` is relative, ``/``-separated, normalized: no empty, ``.`` or ``..``
+  component, no NUL, no leading or trailing ``/``, each component at most 255
+  bytes of UTF-8;
+- no two entries share a path; every parent of an entry is a ``dir`` entry
+  (parents may be omitted by a publisher: `normalize_manifest` adds them);
+- ``mode`` keeps permission bits only (``0o7777``); ``sha256`` is 64 lowercase
+  hex characters; ``size`` >= 0;
+- a symlink's ``target`` is relative and, resolved from the link's directory,
+  stays inside the version (an absolute target or one climbing out is refused);
+- at most `MAX_ENTRIES` entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import InvalidInput
+
+__all__ = [
+    "MAX_ENTRIES",
+    "Entry",
+    "validate_manifest",
+    "normalize_manifest",
+    "scan_directory",
+    "sha256_file",
+]
+
+MAX_ENTRIES = 1_000_000
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_TYPES = ("file", "dir", "symlink")
+
+
+class InvalidManifest(InvalidInput):
+    code = "invalid_manifest"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    path: str
+    type: str
+    mode: int
+    size: int = 0
+    sha256: str | None = None
+    target: str | None = None
+
+    def to_json(self) -> dict:
+        d: dict = {"path": self.path, "type": self.type, "mode": self.mode}
+        if self.type == "file":
+            d["size"] = self.size
+            d["sha256"] = self.sha256
+        elif self.type == "symlink":
+            d["target"] = self.target
+        return d
+
+
+def _check_path(path: object) -> str:
+    if not isinstance(path, str) or not path:
+        raise InvalidManifest(f"entry path must be non-empty text: {path!r}")
+    if "\x00" in path:
+        raise InvalidManifest(f"entry path contains NUL: {path!r}")
+    if path.startswith("/"):
+        raise InvalidManifest(f"entry path must be relative: {path!r}")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidManifest(f"entry path is not normalized ({part!r} component): {path!r}")
+        try:
+            if len(part.encode("utf-8")) > 255:
+                raise InvalidManifest(f"entry path component longer than 255 bytes: {path!r}")
+        except UnicodeEncodeError:
+            raise InvalidManifest(f"entry path is not valid UTF-8: {path!r}") from None
+    return path
+
+
+def _check_target(path: str, target: object) -> str:
+    if not isinstance(target, str) or not target or "\x00" in target:
+        raise InvalidManifest(f"symlink {path!r}: bad target {target!r}")
+    if target.startswith("/"):
+        raise InvalidManifest(f"symlink {path!r}: absolute target {target!r} leaves the version")
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if joined == ".." or joined.startswith("../"):
+        raise InvalidManifest(f"symlink {path!r}: target {target!r} leaves the version")
+    return target
+
+
+def _entry(raw: object) -> Entry:
+    if not isinstance(raw, dict):
+        raise InvalidManifest(f"manifest entry must be an object: {raw!r}")
+    path = _check_path(raw.get("path"))
+    kind = raw.get("type")
+    if kind not in _TYPES:
+        raise InvalidManifest(f"{path!r}: type must be one of {', '.join(_TYPES)}")
+    mode = raw.get("mode", 0o755 if kind == "dir" else 0o644)
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+        raise InvalidManifest(f"{path!r}: mode must be permission bits (0..0o7777)")
+    if kind == "file":
+        size, sha = raw.get("size"), raw.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidManifest(f"{path!r}: size must be a non-negative integer")
+        if not isinstance(sha, str) or _SHA_RE.fullmatch(sha) is None:
+            raise InvalidManifest(f"{path!r}: sha256 must be 64 lowercase hex characters")
+        return Entry(path, "file", mode, size=size, sha256=sha)
+    if kind == "symlink":
+        return Entry(path, "symlink", 0o777, target=_check_target(path, raw.get("target")))
+    return Entry(path, "dir", mode)
+
+
+def validate_manifest(raw: object) -> list[Entry]:
+    """Check a manifest's JSON form against every rule; return its entries sorted by path.
+
+    Missing parent directories are refused here (use `normalize_manifest` on
+    the publishing side to add them).
+    """
+    if not isinstance(raw, list):
+        raise InvalidManifest("a manifest is a list of entries")
+    if len(raw) > MAX_ENTRIES:
+        raise InvalidManifest(f"a manifest holds at most {MAX_ENTRIES} entries")
+    entries: dict[str, Entry] = {}
+    for item in raw:
+        e = _entry(item)
+        if e.path in entries:
+            raise InvalidManifest(f"duplicate entry {e.path!r}")
+        entries[e.path] = e
+    for e in entries.values():
+        parent = posixpath.dirname(e.path)
+        if parent and (parent not in entries or entries[parent].type != "dir"):
+            raise InvalidManifest(f"{e.path!r}: parent {parent!r} is not a directory entry")
+    return [entries[p] for p in sorted(entries)]
+
+
+def normalize_manifest(raw: Iterable[dict]) -> list[dict]:
+    """Add missing parent directories, then validate. Returns JSON entries."""
+    items = list(raw)
+    have = {i.get("path") for i in items if isinstance(i, dict)}
+    extra = []
+    for i in items:
+        p = i.get("path") if isinstance(i, dict) else None
+        while isinstance(p, str) and "/" in p:
+            p = posixpath.dirname(p)
+            if p not in have:
+                have.add(p)
+                extra.append({"path": p, "type": "dir", "mode": 0o755})
+    return [e.to_json() for e in validate_manifest(items + extra)]
+
+
+def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def scan_directory(root: str | os.PathLike) -> Iterator[tuple[Entry, Path | None]]:
+    """Walk a directory to publish: yields (entry, local file path or None).
+
+    Symlinks are kept as symlinks (never followed); anything that is neither
+    a file, a directory nor a symlink (sockets, devices) is refused.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidInput(f"{root}: not a directory")
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(dirnames + filenames):
+            full = Path(dirpath, name)
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+            st = full.lstat()
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                yield Entry(rel, "symlink", 0o777, target=os.readlink(full)), None
+            elif stat.S_ISDIR(st.st_mode):
+                yield Entry(rel, "dir", mode), None
+            elif stat.S_ISREG(st.st_mode):
+                yield Entry(rel, "file", mode, size=st.st_size, sha256=sha256_file(full)), full
+            else:
+                raise InvalidInput(f"{full}: only files, directories and symlinks can be published")
