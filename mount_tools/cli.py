@@ -1,0 +1,259 @@
+"""``prodfs``: mount, unmount and inspect ProdFS mounts.
+
+Exit codes:
+  0  success
+  1  unexpected error (a bug: a traceback is logged)
+  2  usage error (bad option or argument)
+  3  mountpoint problem: missing, not a directory, busy, cannot unmount
+  4  the PVC service is unreachable, or the context (workspace, snapshot) is unknown
+  5  not a ProdFS mount / nothing to report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prodfs.options import add_mount_options, default_cache_dir, expand_o_options
+
+from ._mounts import (
+    QuietError,
+    find_mount_of,
+    force_unmount,
+    get_control_xattr,
+    is_dead,
+    prodfs_mounts,
+    read_control,
+    unmount,
+)
+
+__all__ = ["main"]
+
+READY_TIMEOUT = 120.0
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+
+
+# -- mount -----------------------------------------------------------------
+def _check_mountpoint(path: str) -> None:
+    if is_dead(path):
+        print(f"prodfs: {path}: recovering a dead mount (its daemon is gone)", file=sys.stderr)
+        force_unmount(path)
+    if not os.path.isdir(path):
+        raise QuietError(f"mountpoint {path} does not exist or is not a directory", 3)
+    if os.path.ismount(path):
+        raise QuietError(f"mountpoint {path} is busy: something is already mounted there", 3)
+
+
+def cmd_mount(opts: argparse.Namespace, raw: list[str]) -> int:
+    mnt = os.path.abspath(opts.mountpoint)
+    _check_mountpoint(mnt)
+    if opts.snapshot and (opts.workspace or opts.root or opts.strategy or opts.override or opts.prefer):
+        raise QuietError("--snapshot fixes the whole context: it takes no --workspace/--root/--strategy/--prefer/--override", 2)
+    if opts.foreground:
+        from prodfs.daemon import main as daemon_main
+
+        return daemon_main(raw)
+    log_file = opts.log_file
+    if log_file is None:
+        log_dir = Path(opts.cache_dir or default_cache_dir(), "log")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = log_dir / ((mnt.strip("/").replace("/", "-") or "root") + ".log")
+        raw = raw + ["--log-file", str(log_file)]
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prodfs.daemon", *raw, "--ready-fd", str(w)],
+        pass_fds=(w,), start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.close(w)
+    answer = b""
+    deadline = time.monotonic() + READY_TIMEOUT
+    with os.fdopen(r, "rb") as pipe:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([pipe], [], [], 1.0)
+            if ready:
+                chunk = os.read(pipe.fileno(), 4096)
+                if not chunk:
+                    break
+                answer += chunk
+                if answer.endswith(b"\n"):
+                    break
+    text = answer.decode(errors="replace").strip()
+    if text == "ready":
+        return 0
+    if text.startswith("error: "):
+        msg = text[7:]
+        code = 3 if "cannot mount" in msg else 4 if "PVC" in msg or "load the context" in msg or "not found" in msg.lower() else 1
+        raise QuietError(msg, code)
+    proc.kill()
+    raise QuietError(f"the daemon did not start (see {log_file})", 1)
+
+
+# -- umount ----------------------------------------------------------------
+def cmd_umount(opts: argparse.Namespace) -> int:
+    mnt = os.path.abspath(opts.mountpoint)
+    if is_dead(mnt):
+        force_unmount(mnt)
+        print(f"prodfs: {mnt}: removed a dead mount", file=sys.stderr)
+        return 0
+    if mnt not in prodfs_mounts():
+        raise QuietError(f"{mnt} is not a ProdFS mount", 5)
+    pid = None
+    try:
+        pid = read_control(mnt, "stats.json", timeout=3).get("pid")
+    except Exception:  # noqa: BLE001 - a sick mount is still unmounted
+        pass
+    unmount(mnt, lazy=opts.lazy)
+    # wait for the daemon to finish its clean-up, so that a remount right
+    # after finds the cache free
+    deadline = time.monotonic() + 10
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    return 0
+
+
+# -- status ----------------------------------------------------------------
+def cmd_status(opts: argparse.Namespace) -> int:
+    mounts = [os.path.abspath(opts.mountpoint)] if opts.mountpoint else prodfs_mounts()
+    report = []
+    for m in mounts:
+        entry: dict = {"mountpoint": m}
+        if is_dead(m):
+            entry.update(health="dead", error="daemon gone: run prodfs umount or prodfs mount again")
+        elif m not in prodfs_mounts():
+            raise QuietError(f"{m} is not a ProdFS mount", 5)
+        else:
+            try:
+                entry["stats"] = read_control(m, "stats.json")
+                entry["context"] = read_control(m, "context.json")
+                entry["health"] = "degraded" if entry["stats"].get("degraded") else "ok"
+            except Exception as exc:  # noqa: BLE001 - report, don't die
+                entry.update(health="unresponsive", error=str(exc))
+        report.append(entry)
+    if opts.json:
+        _print_json({"mounts": report})
+        return 0
+    if not report:
+        print("no ProdFS mounts")
+        return 0
+    for e in report:
+        print(f"{e['mountpoint']}: {e['health']}")
+        if "stats" in e:
+            s, c = e["stats"], e["context"]
+            print(f"  pvc {c.get('pvc')}  context {json.dumps(c.get('context'), sort_keys=True)}")
+            cache = s.get("cache", {})
+            print(f"  pid {s.get('pid')}  up {s.get('uptime')}s  products {s.get('products')}  resolved {s.get('resolved')}"
+                  f"  conflicts {s.get('conflicts')}")
+            print(f"  cache {cache.get('bytes', 0)} bytes in {cache.get('blobs', 0)} blobs, hit ratio {s.get('cache_hit_ratio')}"
+                  f"  pvc requests {s.get('pvc_requests')}  errors {s.get('errors')}")
+        elif "error" in e:
+            print(f"  {e['error']}")
+    return 0
+
+
+# -- why / conflicts -------------------------------------------------------
+def cmd_why(opts: argparse.Namespace) -> int:
+    mnt, rel = find_mount_of(opts.path)
+    if rel in (".", ""):
+        raise QuietError("why takes a path under a product, e.g. /p/spies:100:10-lgt:walter/walter.usd", 2)
+    name = rel.split("/", 1)[0]
+    doc = get_control_xattr(mnt, "user.prodfs.why." + name)
+    if opts.json:
+        _print_json(doc)
+        return 0
+    print(f"{opts.path}")
+    print(f"  name       {doc.get('name')}  ({doc.get('kind')})")
+    print(f"  context    {doc.get('context_description')}")
+    if doc.get("error"):
+        print(f"  result     {doc['error']}")
+        return 0
+    print(f"  candidates {', '.join(str(c) for c in doc.get('candidates', [])) or '-'}")
+    for r in doc.get("requests", []):
+        print(f"  asked      {r.get('pri')}@{r.get('number')} by {r.get('dependent') or 'root'} ({r.get('hops')} hops)")
+    if doc.get("conflict"):
+        print(f"  conflict   {doc['conflict'].get('message')}")
+    print(f"  rule       {doc.get('rule')}")
+    print(f"  result     {doc.get('ref')}")
+    return 0
+
+
+def cmd_conflicts(opts: argparse.Namespace) -> int:
+    doc = read_control(os.path.abspath(opts.mountpoint), "conflicts.json")
+    if opts.json:
+        _print_json(doc)
+        return 0
+    conflicts = doc.get("conflicts", [])
+    if not conflicts:
+        print("no conflicts")
+    for c in conflicts:
+        print(c.get("message") or json.dumps(c))
+    return 0
+
+
+# -- parser ----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prodfs", description="ProdFS: the product filesystem.",
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("mount", help="mount the PRI namespace")
+    add_mount_options(m)
+    u = sub.add_parser("umount", help="unmount (also a dead mount)")
+    u.add_argument("mountpoint")
+    u.add_argument("--lazy", action="store_true", help="detach now, finish when no longer busy")
+    s = sub.add_parser("status", help="show mounts, contexts, cache use and health")
+    s.add_argument("mountpoint", nargs="?")
+    s.add_argument("--json", action="store_true")
+    w = sub.add_parser("why", help="explain what a path resolves to, and why")
+    w.add_argument("path")
+    w.add_argument("--json", action="store_true")
+    c = sub.add_parser("conflicts", help="list the diamonds of a mount's resolution")
+    c.add_argument("mountpoint")
+    c.add_argument("--json", action="store_true")
+    return p
+
+
+def main(args: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if args is None else args)
+    parser = build_parser()
+    try:
+        opts = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        if opts.command == "mount":
+            raw = argv[1:]
+            if opts.o:
+                opts = parser.parse_args(argv + expand_o_options(opts.o))
+            return cmd_mount(opts, raw)
+        if opts.command == "umount":
+            return cmd_umount(opts)
+        if opts.command == "status":
+            return cmd_status(opts)
+        if opts.command == "why":
+            return cmd_why(opts)
+        if opts.command == "conflicts":
+            return cmd_conflicts(opts)
+    except QuietError as exc:
+        print(f"prodfs: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {opts.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The local content-addressed payload cache.
+
+Layout: ``CACHE/blobs/ab/<sha256>``, one file per blob, shared by every version
+and every mount that uses the same cache directory. A blob enters the cache
+only through `_fetch`: it is downloaded to ``CACHE/tmp/``, hashed, fsynced and
+renamed into place, so a crash never leaves a half blob under its name. A blob
+already on disk is re-hashed the first time this process uses it (disk
+corruption, or a tampered cache, is never served: it is dropped and
+refetched). Size is bounded by LRU eviction of blobs no open file holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from ._coalesce import Coalescer
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BlobCache", "CorruptBlob", "EMPTY_SHA256"]
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+# download(sha, sink) -> bytes written; the PVC client's download_blob fits.
+Downloader = Callable[[str, "object"], Awaitable[int]]
+
+
+class CorruptBlob(OSError):
+    """A blob whose content does not hash to its name (after a refetch too)."""
+
+    def __init__(self, sha: str, detail: str) -> None:
+        super().__init__(errno.EIO, f"blob {sha[:12]}: {detail}")
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class BlobCache:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        download: Downloader,
+        *,
+        max_bytes: int | None = None,
+        stats: Stats | None = None,
+        threads: int = 4,
+    ) -> None:
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._download = download
+        self.max_bytes = max_bytes
+        self.stats = stats or Stats()
+        self._limiter = trio.CapacityLimiter(threads)
+        self._fetches: Coalescer[Path] = Coalescer()
+        self._verified: set[str] = set()
+        self._open: dict[str, int] = {}  # sha -> open handles; never evicted while > 0
+        self._lru: OrderedDict[str, int] = OrderedDict()  # sha -> size, oldest first
+        self.size = 0
+        self._clean_tmp()
+        self._scan()
+
+    # -- bookkeeping -------------------------------------------------------
+    def _clean_tmp(self) -> None:
+        # Leftovers of a crash mid-download: never promoted, safe to drop.
+        for p in self.tmp_dir.iterdir():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    def _scan(self) -> None:
+        found = []
+        for sub in self.blob_dir.iterdir():
+            if not sub.is_dir():
+                continue
+            for p in sub.iterdir():
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                found.append((st.st_atime, p.name, st.st_size))
+        for _, sha, size in sorted(found):
+            self._lru[sha] = size
+            self.size += size
+
+    def path(self, sha: str) -> Path:
+        return self.blob_dir / sha[:2] / sha
+
+    def __contains__(self, sha: str) -> bool:
+        return sha in self._lru
+
+    def acquire(self, sha: str) -> None:
+        self._open[sha] = self._open.get(sha, 0) + 1
+
+    def release(self, sha: str) -> None:
+        n = self._open.get(sha, 0) - 1
+        if n > 0:
+            self._open[sha] = n
+        else:
+            self._open.pop(sha, None)
+
+    def _forget(self, sha: str) -> None:
+        size = self._lru.pop(sha, None)
+        if size is not None:
+            self.size -= size
+        self._verified.discard(sha)
+
+    def _evict_for(self, incoming: int) -> None:
+        if self.max_bytes is None:
+            return
+        for sha in list(self._lru):
+            if self.size + incoming <= self.max_bytes:
+                break
+            if sha in self._open or self._fetches.in_flight(sha):
+                continue
+            try:
+                self.path(sha).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cache: cannot evict %s: %s", sha[:12], exc)
+                continue
+            self._forget(sha)
+            log.debug("cache: evicted %s", sha[:12])
+
+    # -- the one way in ------------------------------------------------------
+    async def ensure(self, sha: str, size: int) -> Path:
+        """Return the local path of a verified blob, fetching it if needed."""
+        if sha in self._verified:
+            self._lru.move_to_end(sha)
+            self.stats.cache_hits += 1
+            return self.path(sha)
+        return await self._fetches.run(sha, lambda: self._ensure_slow(sha, size))
+
+    async def _ensure_slow(self, sha: str, size: int) -> Path:
+        path = self.path(sha)
+        if sha in self._lru:
+            actual = await trio.to_thread.run_sync(_hash_file, path, limiter=self._limiter)
+            if actual == sha:
+                self._verified.add(sha)
+                self._lru.move_to_end(sha)
+                self.stats.cache_hits += 1
+                return path
+            log.error("cache: %s is corrupt on disk (hashes to %s); refetching", path, actual[:12])
+            self.stats.error(f"corrupt cached blob {sha}")
+            self._forget(sha)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        self.stats.cache_misses += 1
+        await self._fetch(sha, size)
+        return path
+
+    async def _fetch(self, sha: str, size: int) -> None:
+        self._evict_for(size)
+        tmp = self.tmp_dir / f"{sha}.{uuid.uuid4().hex[:8]}"
+        try:
+            started = time.monotonic()
+            with open(tmp, "wb") as sink:
+                written = await self._download(sha, sink)
+                await trio.to_thread.run_sync(_flush_and_sync, sink, limiter=self._limiter)
+            actual = await trio.to_thread.run_sync(_hash_file, tmp, limiter=self._limiter)
+            if actual != sha:
+                self.stats.error(f"blob {sha} from the service hashes to {actual}")
+                log.error("cache: blob %s from the service hashes to %s: refused", sha[:12], actual[:12])
+                raise CorruptBlob(sha, f"service sent content hashing to {actual[:12]}")
+            final = self.path(sha)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            raise
+        self._lru[sha] = written
+        self.size += written
+        self._verified.add(sha)
+        self.stats.blobs_fetched += 1
+        self.stats.bytes_fetched += written
+        log.debug("cache: fetched %s (%d bytes, %.3fs)", sha[:12], written, time.monotonic() - started)
+
+    def usage(self) -> dict:
+        return {
+            "dir": str(self.root),
+            "bytes": self.size,
+            "blobs": len(self._lru),
+            "limit": self.max_bytes,
+            "open": len(self._open),
+        }
+
+
+def _flush_and_sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())

@@ -1,0 +1,329 @@
+"""The ProdFS daemon: load the context, mount, serve, follow the change feed.
+
+``python -m prodfs.daemon MOUNTPOINT [options]`` (usually started by
+``prodfs mount``, which waits on ``--ready-fd`` for the mount to serve).
+Everything runs on one trio thread; disk work and hashing go to threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from pvc_client import PVCClient, PVCError, format_time, parse_time, to_micros, from_micros
+
+from . import _sdnotify
+from .blob_cache import BlobCache
+from .context import Context
+from .fs import LONG, Operations
+from .graph import Graph
+from .namespace import ROOT, Namespace
+from .options import add_mount_options, default_cache_dir, expand_o_options
+from .state import MountState
+from .stats import Stats
+from .versions import VersionStore
+
+log = logging.getLogger("prodfs")
+
+__all__ = ["Daemon", "main", "build_parser"]
+
+
+class StartupError(Exception):
+    """A problem that stops a mount before it serves: reported as one line."""
+
+
+class Daemon:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.stats = Stats()
+        self.mountpoint = os.path.abspath(opts.mountpoint)
+        self.cache_dir = Path(opts.cache_dir or default_cache_dir())
+        token = os.environ.get("PVC_TOKEN")
+        if opts.token_file:
+            token = Path(opts.token_file).read_text().strip()
+        self.client = PVCClient(opts.pvc, token=token, timeout=opts.pvc_timeout)
+        self.io_limiter = trio.CapacityLimiter(8)
+        self.blobs = BlobCache(self.cache_dir, self.client.download_blob, max_bytes=opts.cache_size, stats=self.stats)
+        self.versions = VersionStore(self._fetch_version, self.cache_dir, self.stats)
+        self.state: MountState
+        self.namespace: Namespace
+        self.snapshot: dict | None = None
+        self.workspace: dict | None = None
+        self.root_timeout = LONG
+        self._invalidate: trio.MemorySendChannel | None = None
+
+    async def _fetch_version(self, pri: str, number: int) -> dict:
+        return await self.client.get_version(pri, number)
+
+    # -- context -----------------------------------------------------------
+    def _cli_context(self) -> Context:
+        o = self.opts
+        pin_us = to_micros(parse_time(o.pin)) if o.pin and o.pin != "none" else None
+        return Context(
+            roots=tuple(o.root), strategy=o.strategy or "latest", pin_us=pin_us,
+            prefer=tuple(o.prefer), overrides=tuple(o.override),
+        )
+
+    async def load(self) -> None:
+        o = self.opts
+        snapshot = None
+        if o.snapshot:
+            snapshot = await self.client.get_snapshot(o.snapshot)
+            context = Context.from_json(snapshot["record"]["context"]).replace(snapshot=snapshot["id"])
+            self.snapshot = snapshot
+        elif o.workspace:
+            self.workspace = await self.client.get_workspace(o.workspace)
+            context = Context.from_workspace(self.workspace)
+            # command-line context options refine a workspace for this mount only
+            if o.pin:
+                context = context.replace(pin_us=self._cli_context().pin_us)
+        else:
+            context = self._cli_context()
+        graph = await self._load_graph(context)
+        self.state = MountState(context, graph, snapshot=snapshot["record"] if snapshot else None)
+        self.namespace = Namespace(self.state, self.versions)
+        # Names in a snapshot, or an ad hoc pinned context, never change.
+        fixed = snapshot is not None or (context.pin_us is not None and not o.workspace)
+        self.root_timeout = LONG if fixed else o.live_timeout
+        log.info("context: %s; %d products", context.describe(), len(graph))
+
+    async def _load_graph(self, context: Context) -> Graph:
+        as_of = format_time(from_micros(context.pin_us)) if context.pin_us is not None else None
+        return Graph.from_json(await self.client.index(as_of=as_of))
+
+    # -- control files -----------------------------------------------------
+    def control_content(self, name: str) -> bytes:
+        state = self.state
+        if name == "context.json":
+            doc = {
+                "mountpoint": self.mountpoint,
+                "pvc": self.opts.pvc,
+                "context": state.context.to_json(),
+                "live": state.context.pin_us is None and self.snapshot is None,
+                "workspace": self.workspace,
+                "snapshot": self.snapshot["id"] if self.snapshot else None,
+                "cursor": state.graph.cursor,
+                "products": len(state.graph),
+            }
+        elif name == "resolved.json":
+            doc = {"context": state.context.to_json(), "resolved": sorted(state.resolved.values(), key=lambda r: r["name"])}
+        elif name == "conflicts.json":
+            doc = {"context": state.context.to_json(),
+                   "conflicts": [c.to_json() for c in state.resolution.conflicts]}
+        elif name == "stats.json":
+            doc = self.status()
+        else:
+            doc = {}
+        return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+    def status(self) -> dict:
+        c = self.client.stats if hasattr(self.client, "stats") else {}
+        requests = c.get("requests", 0)
+        return self.stats.to_json(
+            mountpoint=self.mountpoint,
+            pvc=self.opts.pvc,
+            pvc_requests=requests,
+            pvc_latency_avg_ms=round(1000 * c.get("latency", 0.0) / requests, 3) if requests else None,
+            pvc_client=c,
+            cache=self.blobs.usage(),
+            inodes=len(self.namespace),
+            products=len(self.state.graph),
+            resolved=len(self.state.resolved),
+            conflicts=len(self.state.resolution.conflicts),
+            generation=self.state.generation,
+        )
+
+    # -- change feed -------------------------------------------------------
+    async def follow_feed(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                page = await self.client.events(after=self.state.graph.cursor, timeout=25.0)
+            except PVCError as exc:
+                if self.stats.degraded_since is None:
+                    self.stats.degraded_since = time.time()
+                    log.warning("PVC unreachable (%s): serving the last known resolution", exc)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if self.stats.degraded_since is not None:
+                log.info("PVC reachable again after %.1fs", time.time() - self.stats.degraded_since)
+                self.stats.degraded_since = None
+            backoff = 0.5
+            await self.apply_events(page.get("events", []))
+            self.state.graph.cursor = max(self.state.graph.cursor, int(page.get("cursor", 0)))
+
+    async def apply_events(self, events: list[dict]) -> None:
+        if not events:
+            return
+        touched: set[str] = set()
+        reload_workspace = False
+        for ev in events:
+            self.stats.events += 1
+            if ev.get("kind") == "workspace" and self.workspace and ev.get("name") == self.workspace["name"]:
+                reload_workspace = True
+                continue
+            touched |= self.state.apply_event(ev)
+            if ev.get("kind") == "rename":
+                self.versions.rename(ev["old_pri"], ev["pri"])
+        if reload_workspace:
+            touched |= await self._reload_workspace()
+        changed = self.state.reresolve()
+        self.stats.resolutions += 1
+        names = self.state.names_for(touched | changed)
+        if changed:
+            log.info("resolution changed for %s", ", ".join(sorted(changed)))
+        self._queue_invalidations(names)
+
+    async def _reload_workspace(self) -> set[str]:
+        assert self.workspace is not None
+        ws = await self.client.get_workspace(self.workspace["name"])
+        context = Context.from_workspace(ws)
+        graph = None
+        if context.pin_us != self.state.context.pin_us:
+            graph = await self._load_graph(context)
+        self.workspace = ws
+        log.info("workspace %s changed (revision %s): %s", ws["name"], ws.get("revision"), context.describe())
+        before = {p.pri for p in self.state.graph}
+        changed = self.state.set_context(context, graph)
+        # a new pin can change every name: invalidate all we ever answered
+        return changed | before | {p.pri for p in self.state.graph}
+
+    def _queue_invalidations(self, names: set[str]) -> None:
+        if self._invalidate is None or not names:
+            return
+        for n in names:
+            try:
+                self._invalidate.send_nowait(n)
+            except trio.WouldBlock:
+                break
+
+    async def _invalidator(self, receive: trio.MemoryReceiveChannel) -> None:
+        # Kernel notifications go out from their own task, never from inside a
+        # handler touching the same inode (that can deadlock).
+        async for name in receive:
+            pyfuse3.invalidate_entry_async(ROOT, name.encode(), ignore_enoent=True)
+            self.stats.invalidations += 1
+
+    # -- running -------------------------------------------------------------
+    async def run(self, ready_fd: int | None = None) -> None:
+        try:
+            await self.load()
+        except PVCError as exc:
+            raise StartupError(f"cannot load the context from {self.opts.pvc}: {exc}") from None
+        ops = Operations(self)
+        options = {"fsname=prodfs", "subtype=prodfs", "ro", "default_permissions"}
+        if self.opts.allow_other:
+            options.add("allow_other")
+        try:
+            pyfuse3.init(ops, self.mountpoint, options)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot mount on {self.mountpoint}: {exc}") from None
+        send, receive = trio.open_memory_channel(10000)
+        self._invalidate = send
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signals, nursery.cancel_scope)
+                nursery.start_soon(self._invalidator, receive)
+                if self.snapshot is None:
+                    nursery.start_soon(self.follow_feed)
+                nursery.start_soon(self._serve, nursery.cancel_scope)
+                await trio.sleep(0)
+                _ready(ready_fd, self.mountpoint)
+        finally:
+            _sdnotify.notify("STOPPING=1")
+            pyfuse3.close(unmount=True)
+            await self.client.aclose()
+            log.info("unmounted %s", self.mountpoint)
+
+    async def _serve(self, scope: trio.CancelScope) -> None:
+        try:
+            await pyfuse3.main()
+        finally:
+            scope.cancel()
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for sig in signals:
+                log.info("received %s: unmounting", signal.Signals(sig).name)
+                pyfuse3.terminate()
+                scope.cancel()
+                return
+
+
+def _ready(fd: int | None, mountpoint: str) -> None:
+    log.info("serving %s", mountpoint)
+    _sdnotify.notify("READY=1\nSTATUS=serving " + mountpoint)
+    if fd is not None:
+        try:
+            os.write(fd, b"ready\n")
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _fail(fd: int | None, message: str) -> None:
+    if fd is not None:
+        try:
+            os.write(fd, f"error: {message}\n".encode())
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def setup_logging(level: str, log_file: Path | None) -> None:
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if os.environ.get("JOURNAL_STREAM"):  # journald adds its own time stamps
+        fmt = "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # one line per request from the HTTP stack would drown the daemon's own
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prodfs-daemon", description="Serve PVC products as a filesystem.")
+    add_mount_options(p)
+    return p
+
+
+def main(args: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if args is None else args)
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if opts.o:
+        opts = parser.parse_args(argv + expand_o_options(opts.o))
+    setup_logging(opts.log_level, opts.log_file)
+    try:
+        daemon = Daemon(opts)
+        trio.run(daemon.run, opts.ready_fd)
+    except StartupError as exc:
+        log.error("%s", exc)
+        _fail(opts.ready_fd, str(exc))
+        return 1
+    except PVCError as exc:
+        log.error("%s", exc)
+        _fail(opts.ready_fd, str(exc))
+        return 1
+    except Exception as exc:  # a bug: say so in the log, and to the waiting parent
+        log.exception("daemon failed")
+        _fail(opts.ready_fd, f"daemon failed: {exc!r}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""The pyfuse3 adapter: a thin layer over the namespace, the caches and the state.
+
+Every handler goes through `_guarded`, the one place where errors become
+errno values: nothing but `pyfuse3.FUSEError` may reach pyfuse3, because any
+other exception ends ``pyfuse3.main()`` and leaves the mount dead.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pyfuse3
+import trio
+
+from pvc_client import InvalidInput, NotFound, PVCError, Unauthorized
+
+from .namespace import K_CONFLICT, K_CTRL_FILE, K_FILE, K_LINK, K_ROOT, K_TOP, ROOT, FsError, Node
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Operations", "to_errno"]
+
+LONG = 86400.0  # immutable things: a day; the kernel may keep them that long
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
+
+def to_errno(exc: BaseException) -> tuple[int, bool]:
+    """Map any exception to (errno, expected). Unexpected ones are bugs: EIO."""
+    if isinstance(exc, FsError):
+        return exc.errno, exc.quiet
+    if isinstance(exc, NotFound):
+        return errno.ENOENT, True
+    if isinstance(exc, Unauthorized):
+        return errno.EACCES, False
+    if isinstance(exc, InvalidInput):
+        return errno.EINVAL, False
+    if isinstance(exc, PVCError):  # unavailable, conflict: the service cannot help now
+        return errno.EIO, False
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno, False
+    return errno.EIO, False
+
+
+def _guarded(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    async def wrapper(self: Operations, *args):
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except trio.Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the one place that maps them
+            code, quiet = to_errno(exc)
+            what = self._describe(fn.__name__, args)
+            if quiet:
+                log.debug("%s: %s", what, exc)
+            elif code == errno.EIO and not isinstance(exc, (FsError, PVCError, OSError)):
+                self.daemon.stats.error(f"{what}: {exc!r}")
+                log.exception("%s: unexpected error (answered EIO)", what)
+            else:
+                self.daemon.stats.error(f"{what}: {exc}")
+                log.warning("%s: %s (%s)", what, exc, errno.errorcode.get(code, code))
+            raise pyfuse3.FUSEError(code) from None
+
+    return wrapper
+
+
+class _Handle:
+    __slots__ = ("fd", "sha", "data", "listing")
+
+    def __init__(self, fd: int | None = None, sha: str | None = None, data: bytes | None = None,
+                 listing: list | None = None) -> None:
+        self.fd, self.sha, self.data, self.listing = fd, sha, data, listing
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__()
+        self.daemon = daemon
+        self.ns = daemon.namespace
+        self.stats = daemon.stats
+        self._handles: dict[int, _Handle] = {}
+        self._fh = itertools.count(1)
+        self._uid, self._gid = os.getuid(), os.getgid()
+        self._mount_ns = int(time.time() * 1e9)
+
+    # -- helpers -----------------------------------------------------------
+    def _describe(self, op: str, args: tuple) -> str:
+        for a in args:
+            if isinstance(a, bytes):
+                return f"{op} {a.decode('utf-8', 'replace')!r}"
+        return f"{op}{tuple(a for a in args if isinstance(a, int))}"
+
+    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        ns = self.ns
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.ino
+        a.st_mode = ns.mode(node)
+        a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
+        if node.kind == K_CTRL_FILE:
+            a.st_size = len(self.daemon.control_content(node.name))
+        else:
+            a.st_size = ns.size(node)
+        a.st_blocks = (a.st_size + 511) // 512
+        a.st_blksize = 128 * 1024
+        a.st_uid, a.st_gid = self._uid, self._gid
+        us = ns.mtime_us(node)
+        t = us * 1000 if us is not None else self._mount_ns
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = t
+        a.entry_timeout, a.attr_timeout = self._timeouts(node)
+        return a
+
+    def _timeouts(self, node: Node) -> tuple[float, float]:
+        if node.kind == K_CONFLICT or node.kind == K_CTRL_FILE:
+            return 0.0, 0.0
+        if node.kind == K_TOP:
+            # The name -> version mapping may move; the version never does.
+            assert node.view is not None
+            if node.view.kind == "explicit":
+                return LONG, LONG
+            return self.daemon.root_timeout, LONG
+        if node.view is not None:
+            return LONG, LONG
+        return self.daemon.root_timeout, self.daemon.root_timeout
+
+    def _negative(self, parent: int) -> pyfuse3.EntryAttributes:
+        self.stats.negative_lookups += 1
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = 0
+        a.entry_timeout = self.daemon.root_timeout if parent == ROOT else LONG
+        return a
+
+    @staticmethod
+    def _name(name: bytes) -> str:
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FsError(errno.ENOENT, f"{name!r}: not UTF-8", quiet=True) from None
+
+    # -- metadata ------------------------------------------------------------
+    @_guarded
+    async def lookup(self, parent_inode, name, ctx=None):
+        self.stats.lookups += 1
+        try:
+            node = await self.ns.lookup(parent_inode, self._name(name))
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            log.debug("lookup %r: %s", name, exc)
+            return self._negative(parent_inode)
+        return self._attrs(node)
+
+    @_guarded
+    async def getattr(self, inode, ctx=None):
+        self.stats.getattrs += 1
+        return self._attrs(self.ns.node(inode))
+
+    @_guarded
+    async def readlink(self, inode, ctx):
+        node = self.ns.node(inode)
+        if node.kind != K_LINK:
+            raise FsError(errno.EINVAL, "not a symlink")
+        return node.entry.target.encode()  # type: ignore[union-attr]
+
+    @_guarded
+    async def opendir(self, inode, ctx):
+        node = self.ns.node(inode)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR if node.kind != K_CONFLICT else errno.EIO, node.name or "not a directory")
+        listing = await self.ns.listing(inode)
+        fh = next(self._fh)
+        self._handles[fh] = _Handle(listing=listing)
+        return fh
+
+    @_guarded
+    async def readdir(self, fh, start_id, token):
+        self.stats.readdirs += 1
+        listing = self._handles[fh].listing
+        assert listing is not None
+        # Offsets are positions in the listing taken at opendir: stable for
+        # this handle whatever is published meanwhile.
+        for i in range(start_id, len(listing)):
+            name, node = listing[i]
+            if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(node), i + 1):
+                break
+
+    @_guarded
+    async def releasedir(self, fh):
+        self._handles.pop(fh, None)
+
+    @_guarded
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        usage = self.daemon.blobs.size
+        s.f_blocks = max(1, usage // 4096)
+        s.f_bfree = s.f_bavail = 0
+        s.f_files = len(self.ns)
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    @_guarded
+    async def getxattr(self, inode, name, ctx):
+        value = self.ns.xattrs(self.ns.node(inode)).get(name.decode("utf-8", "replace"))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @_guarded
+    async def listxattr(self, inode, ctx):
+        return [k.encode() for k in self.ns.xattrs(self.ns.node(inode))]
+
+    async def forget(self, inode_list):
+        # Nodes are kept for the life of the mount so that inode numbers stay
+        # stable; nothing to free here.
+        return None
+
+    # -- data ----------------------------------------------------------------
+    @_guarded
+    async def open(self, inode, flags, ctx):
+        if flags & _WRITE_FLAGS:
+            raise FsError(errno.EROFS, "read-only filesystem", quiet=True)
+        node = self.ns.node(inode)
+        self.stats.opens += 1
+        fh = next(self._fh)
+        if node.kind == K_CTRL_FILE:
+            self._handles[fh] = _Handle(data=self.daemon.control_content(node.name))
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        if node.kind != K_FILE:
+            raise FsError(errno.EISDIR if node.is_dir else errno.EINVAL, "not a regular file")
+        entry = node.entry
+        assert entry is not None and entry.sha256 is not None
+        if entry.size == 0:
+            self._handles[fh] = _Handle(data=b"")
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        path = await self.daemon.blobs.ensure(entry.sha256, entry.size)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.daemon.blobs.acquire(entry.sha256)
+        self._handles[fh] = _Handle(fd=fd, sha=entry.sha256)
+        # The content behind an inode never changes: let the kernel keep it.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @_guarded
+    async def read(self, fh, off, size):
+        h = self._handles[fh]
+        self.stats.reads += 1
+        if h.data is not None:
+            out = h.data[off:off + size]
+        else:
+            out = await self._pread(h.fd, size, off)  # type: ignore[arg-type]
+        self.stats.bytes_read += len(out)
+        return out
+
+    async def _pread(self, fd: int, size: int, off: int) -> bytes:
+        # Fast path: data already in the page cache is read on this thread;
+        # only a read that would block on the disk goes to a worker thread.
+        if _RWF_NOWAIT:
+            buf = bytearray(size)
+            try:
+                n = os.preadv(fd, [buf], off, _RWF_NOWAIT)
+                if n == size or n == 0:
+                    return bytes(buf[:n])
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        return await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.daemon.io_limiter)
+
+    @_guarded
+    async def release(self, fh):
+        h = self._handles.pop(fh, None)
+        if h is not None and h.fd is not None:
+            os.close(h.fd)
+            self.daemon.blobs.release(h.sha)  # type: ignore[arg-type]
+
+    # -- everything that would write -----------------------------------------
+    async def _erofs(self, *args, **kwargs):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    setattr = create = write = mkdir = mknod = unlink = rmdir = _erofs
+    rename = symlink = link = setxattr = removexattr = _erofs
+
+    async def fsync(self, fh, datasync):
+        return None  # nothing is ever dirty
+
+    async def fsyncdir(self, fh, datasync):
+        return None

@@ -1,0 +1,241 @@
+"""The namespace: inode numbers, nodes and their attributes. No pyfuse3 here.
+
+Inode layout:
+- 1 the root; 2 ``.prodfs``; 3.. its control files;
+- from `FIRST_DYNAMIC` on, allocated on first use and never reused: one per
+  (root name, version) for a version's top directory, one per (that top
+  directory, path) below it. A given version's file under a given name keeps
+  its inode for the life of the mount, and reports the same size and mtime
+  forever, so the kernel's page cache stays valid. When a versionless name
+  moves to another version it leads to another top inode: files opened
+  through the old one keep reading the old version.
+
+Directories are never shared between names (the kernel refuses directory
+aliases); that is why the top directory is keyed by the name as spelled.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pvc_client import Entry
+
+from .state import ConflictError, MountState, NameError_, View
+from .versions import VersionStore, VersionTree
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Node", "Namespace", "FsError", "ROOT", "CONTROL_DIR", "CONTROL_NAME"]
+
+ROOT = 1
+CONTROL_DIR = 2
+CONTROL_NAME = ".prodfs"
+CONTROL_FILES = ("context.json", "resolved.json", "stats.json", "conflicts.json")
+FIRST_DYNAMIC = 16
+
+# node kinds
+K_ROOT, K_CTRL_DIR, K_CTRL_FILE, K_TOP, K_DIR, K_FILE, K_LINK, K_CONFLICT = range(8)
+
+
+class FsError(Exception):
+    """An error for the caller, carrying its errno; logged once where mapped."""
+
+    def __init__(self, errno_: int, message: str, *, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.errno = errno_
+        self.quiet = quiet  # expected (a probe for a missing name): debug log only
+
+
+@dataclass(slots=True)
+class Node:
+    ino: int
+    kind: int
+    view: View | None = None
+    path: str = ""  # inside the version; "" for the top directory
+    entry: Entry | None = None
+    name: str = ""  # control file name / conflict message
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind in (K_ROOT, K_CTRL_DIR, K_TOP, K_DIR)
+
+
+class Namespace:
+    def __init__(self, state: MountState, versions: VersionStore) -> None:
+        self.state = state
+        self.versions = versions
+        self._nodes: dict[int, Node] = {}
+        self._keys: dict[tuple, int] = {}
+        self._next = FIRST_DYNAMIC
+        self._add(Node(ROOT, K_ROOT))
+        self._add(Node(CONTROL_DIR, K_CTRL_DIR))
+        for i, name in enumerate(CONTROL_FILES):
+            self._add(Node(CONTROL_DIR + 1 + i, K_CTRL_FILE, name=name))
+        self._ctrl_by_name = {n.name: n for n in self._nodes.values() if n.kind == K_CTRL_FILE}
+
+    # -- table -------------------------------------------------------------
+    def _add(self, node: Node) -> Node:
+        self._nodes[node.ino] = node
+        return node
+
+    def _intern(self, key: tuple, make) -> Node:
+        ino = self._keys.get(key)
+        if ino is not None:
+            return self._nodes[ino]
+        ino = self._next
+        self._next += 1
+        self._keys[key] = ino
+        return self._add(make(ino))
+
+    def node(self, ino: int) -> Node:
+        n = self._nodes.get(ino)
+        if n is None:
+            raise FsError(errno.ENOENT, f"stale inode {ino}")
+        return n
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def top(self, view: View) -> Node:
+        return self._intern(("top", view.name, view.number), lambda ino: Node(ino, K_TOP, view))
+
+    def child(self, parent: Node, entry: Entry) -> Node:
+        kind = {"dir": K_DIR, "file": K_FILE, "symlink": K_LINK}[entry.type]
+        return self._intern(
+            (parent.ino if parent.kind == K_TOP else self._top_ino(parent), entry.path),
+            lambda ino: Node(ino, kind, parent.view, entry.path, entry),
+        )
+
+    def _top_ino(self, node: Node) -> int:
+        assert node.view is not None
+        return self._keys[("top", node.view.name, node.view.number)]
+
+    def conflict_node(self, name: str, message: str) -> Node:
+        node = self._intern(("conflict", name), lambda ino: Node(ino, K_CONFLICT, name=message))
+        node.name = message
+        return node
+
+    # -- lookups -----------------------------------------------------------
+    def lookup_root(self, name: str) -> Node:
+        if name == CONTROL_NAME:
+            return self._nodes[CONTROL_DIR]
+        try:
+            view = self.state.view(name)
+        except NameError_ as exc:
+            if exc.malformed:
+                raise FsError(errno.EINVAL, str(exc)) from None
+            raise FsError(errno.ENOENT, str(exc), quiet=True) from None
+        except ConflictError as exc:
+            raise FsError(errno.EIO, f"{name}: unresolved conflict: {exc}") from None
+        self.state.record_use(view)
+        return self.top(view)
+
+    async def tree(self, node: Node) -> VersionTree:
+        v = node.view
+        assert v is not None
+        return await self.versions.get(v.pri, v.number, v.product_id)
+
+    async def lookup(self, parent_ino: int, name: str) -> Node:
+        parent = self.node(parent_ino)
+        if parent.kind == K_ROOT:
+            return self.lookup_root(name)
+        if parent.kind == K_CTRL_DIR:
+            node = self._ctrl_by_name.get(name)
+            if node is None:
+                raise FsError(errno.ENOENT, f"{CONTROL_NAME}/{name}: no such control file", quiet=True)
+            return node
+        if parent.kind not in (K_TOP, K_DIR):
+            raise FsError(errno.ENOTDIR, "not a directory")
+        tree = await self.tree(parent)
+        self.state.record_use(parent.view)  # type: ignore[arg-type]
+        entry = (tree.children(parent.path) or {}).get(name)
+        if entry is None:
+            raise FsError(errno.ENOENT, f"{parent.view.name}/{_join(parent.path, name)}: no such entry", quiet=True)  # type: ignore[union-attr]
+        return self.child(parent, entry)
+
+    async def listing(self, ino: int) -> list[tuple[str, Node]]:
+        """Directory entries (without . and ..), in a stable order."""
+        node = self.node(ino)
+        if node.kind == K_ROOT:
+            out: list[tuple[str, Node]] = [(CONTROL_NAME, self._nodes[CONTROL_DIR])]
+            for name in self.state.listing():
+                try:
+                    out.append((name, self.top(self.state.view(name))))
+                except ConflictError as exc:
+                    out.append((name, self.conflict_node(name, str(exc))))
+                except NameError_:
+                    continue
+            return out
+        if node.kind == K_CTRL_DIR:
+            return [(n, self._ctrl_by_name[n]) for n in CONTROL_FILES]
+        if node.kind not in (K_TOP, K_DIR):
+            raise FsError(errno.ENOTDIR, "not a directory")
+        tree = await self.tree(node)
+        self.state.record_use(node.view)  # type: ignore[arg-type]
+        children = tree.children(node.path) or {}
+        return [(name, self.child(node, e)) for name, e in sorted(children.items())]
+
+    # -- attributes --------------------------------------------------------
+    def mode(self, node: Node) -> int:
+        if node.kind in (K_ROOT, K_CTRL_DIR, K_TOP):
+            return stat.S_IFDIR | 0o555
+        if node.kind == K_CTRL_FILE:
+            return stat.S_IFREG | 0o444
+        if node.kind == K_CONFLICT:
+            return stat.S_IFDIR | 0o000
+        e = node.entry
+        assert e is not None
+        if e.type == "dir":
+            return stat.S_IFDIR | e.mode
+        if e.type == "symlink":
+            return stat.S_IFLNK | 0o777
+        return stat.S_IFREG | e.mode
+
+    def size(self, node: Node) -> int:
+        e = node.entry
+        if e is None:
+            return 0
+        if e.type == "file":
+            return e.size
+        if e.type == "symlink":
+            return len(e.target.encode())  # type: ignore[union-attr]
+        return 0
+
+    def mtime_us(self, node: Node) -> int | None:
+        """The version's creation time for version content; None for the synthetic nodes."""
+        return node.view.created_us if node.view is not None else None
+
+    def xattrs(self, node: Node) -> dict[str, bytes]:
+        v = node.view
+        if v is None:
+            if node.kind == K_ROOT:
+                return {"user.prodfs.context": self.state.context.describe().encode()}
+            if node.kind == K_CONFLICT:
+                return {"user.prodfs.conflict": node.name.encode()}
+            return {}
+        out = {
+            "user.prodfs.pri": v.ref.encode(),
+            "user.prodfs.version": str(v.number).encode(),
+            "user.prodfs.resolved_by": v.kind.encode(),
+            "user.prodfs.rule": v.rule.encode(),
+            "user.prodfs.name": v.name.encode(),
+        }
+        choice = self.state.choice(v.pri)
+        if choice is not None and choice.conflict is not None:
+            out["user.prodfs.conflict"] = choice.conflict.message.encode()
+        if node.entry is not None and node.entry.type == "file":
+            out["user.prodfs.sha256"] = node.entry.sha256.encode()  # type: ignore[union-attr]
+        return out
+
+    def iter_tops(self) -> Iterator[Node]:
+        for n in self._nodes.values():
+            if n.kind == K_TOP:
+                yield n
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name

@@ -1,0 +1,223 @@
+"""What a mount resolves against: the graph, the context and its resolution.
+
+Plain logic, no I/O: the daemon feeds it the graph it loaded and the change
+feed's events; the namespace asks it what a root name means. Resolution runs
+here, never in a FUSE handler: handlers only read ``self.resolution``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from pvc_client import InvalidPRI, Ref, parse_ref, parse_time, to_micros
+
+from .context import Context
+from .graph import Dep, Graph, ProductInfo, VersionInfo, product_from_json
+from .resolver import Choice, Resolution, resolve
+
+log = logging.getLogger(__name__)
+
+__all__ = ["View", "MountState", "NameError_", "ConflictError"]
+
+
+class NameError_(Exception):
+    """A root name that does not name anything visible (ENOENT) or is malformed (EINVAL)."""
+
+    def __init__(self, message: str, *, malformed: bool = False) -> None:
+        super().__init__(message)
+        self.malformed = malformed
+
+
+class ConflictError(Exception):
+    """A versionless name whose product the strategy left unresolved (EIO)."""
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A product version as reached through one root name."""
+
+    name: str  # as spelled in the root: "PRI", "PRI@3", "PRI@published"
+    pri: str  # canonical
+    number: int
+    product_id: int
+    created_us: int
+    kind: str  # "versionless" | "explicit" | "label"
+    rule: str  # why this version: the resolver's rule, "explicit", "label:NAME"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.pri}@{self.number}"
+
+
+class MountState:
+    def __init__(self, context: Context, graph: Graph, *, snapshot: dict | None = None) -> None:
+        self.context = context
+        self.graph = graph
+        # A snapshot is a frozen resolution: {canonical pri: number}
+        self.snapshot_choices: dict[str, int] | None = (
+            {k: int(v) for k, v in snapshot["choices"].items()} if snapshot else None
+        )
+        self.resolution: Resolution = resolve(graph, context)
+        self.generation = 0  # bumped when the resolution changes
+        # name -> {"pri", "number", "rule", "first_used", "last_used", "history": [...]}
+        self.resolved: dict[str, dict] = {}
+
+    # -- time ------------------------------------------------------------
+    @property
+    def pin_us(self) -> int | None:
+        return self.context.pin_us
+
+    @property
+    def names_can_change(self) -> bool:
+        """False when no root name can ever map to another version (snapshot)."""
+        return self.snapshot_choices is None
+
+    def _visible(self, v: VersionInfo | None) -> VersionInfo | None:
+        if v is None or (self.pin_us is not None and v.created_us > self.pin_us):
+            return None
+        return v
+
+    # -- names -------------------------------------------------------------
+    def parse_name(self, name: str) -> Ref:
+        try:
+            return parse_ref(name)
+        except InvalidPRI as exc:
+            # A '@' means someone tried to name a version: say why it failed.
+            raise NameError_(str(exc), malformed="@" in name) from None
+
+    def view(self, name: str) -> View:
+        """What a root entry name resolves to; raises NameError_ or ConflictError."""
+        ref = self.parse_name(name)
+        product = self.graph.get(ref.pri.text)
+        if product is None:
+            raise NameError_(f"{ref.pri}: no such product")
+        if ref.number is not None:
+            v = self._visible(product.versions.get(ref.number))
+            if v is None:
+                raise NameError_(f"{name}: no such version")
+            return self._make(name, product, v, "explicit", "explicit")
+        if ref.label is not None:
+            number = self.label_number(product, ref.label)
+            v = self._visible(product.versions.get(number)) if number is not None else None
+            if v is None:
+                raise NameError_(f"{name}: no version carries label {ref.label!r}")
+            return self._make(name, product, v, "label", f"label:{ref.label}")
+        number, rule = self.choose(product)
+        v = self._visible(product.versions.get(number)) if number is not None else None
+        if v is None:
+            raise NameError_(f"{name}: no visible version")
+        return self._make(name, product, v, "versionless", rule)
+
+    def label_number(self, product: ProductInfo, label: str) -> int | None:
+        if label == "latest":
+            v = product.newest(self.pin_us)
+            return v.number if v else None
+        return product.labels.get(label)
+
+    def choose(self, product: ProductInfo) -> tuple[int | None, str]:
+        if self.snapshot_choices is not None and product.pri in self.snapshot_choices:
+            return self.snapshot_choices[product.pri], "snapshot"
+        choice = self.resolution.choose(product.pri)
+        if choice is None:
+            return None, "none"
+        if choice.conflict is not None and choice.number is None:
+            raise ConflictError(choice.conflict.message)
+        return choice.number, choice.rule
+
+    def choice(self, pri: str) -> Choice | None:
+        c = self.graph.canonical(pri)
+        return self.resolution.choose(c) if c else None
+
+    def _make(self, name: str, p: ProductInfo, v: VersionInfo, kind: str, rule: str) -> View:
+        return View(name, p.pri, v.number, p.product_id, v.created_us, kind, rule)
+
+    def listing(self) -> list[str]:
+        """The versionless names the root lists: every product with a visible version."""
+        return sorted(p.pri for p in self.graph if p.newest(self.pin_us) is not None)
+
+    # -- what was used -----------------------------------------------------
+    def record_use(self, view: View) -> None:
+        if view.kind == "explicit":
+            return
+        now = time.time()
+        rec = self.resolved.get(view.name)
+        if rec is not None and rec["number"] == view.number:
+            rec["last_used"] = now
+            return
+        if rec is None:
+            rec = {"name": view.name, "first_used": now, "history": []}
+            self.resolved[view.name] = rec
+        rec.update(pri=view.pri, number=view.number, ref=view.ref, rule=view.rule, last_used=now)
+        rec["history"].append({"time": now, "ref": view.ref})
+        log.info("resolved %s -> %s (%s)", view.name, view.ref, view.rule)
+
+    # -- change ------------------------------------------------------------
+    def apply_event(self, ev: dict) -> set[str]:
+        """Fold one change-feed event into the graph; return the names it may affect."""
+        kind = ev.get("kind")
+        pri = ev.get("pri")
+        touched: set[str] = set()
+        if kind == "publish" and pri:
+            created = to_micros(parse_time(ev["created_at"]))
+            if self.pin_us is not None and created > self.pin_us:
+                return touched
+            product = self.graph.get(pri)
+            if product is None:
+                product = product_from_json(pri, {"product_id": ev.get("product_id", 0), "created_at": ev["created_at"]})
+                self.graph.add(product)
+            deps = tuple(Dep.parse(d) for d in ev.get("dependencies", ()))
+            product.versions[int(ev["number"])] = VersionInfo(int(ev["number"]), created, deps)
+            touched.add(product.pri)
+        elif kind == "label" and pri:
+            product = self.graph.get(pri)
+            if product is not None and self.pin_us is None:
+                if ev.get("number") is None:
+                    product.labels.pop(ev["label"], None)
+                else:
+                    product.labels[ev["label"]] = int(ev["number"])
+                touched.add(product.pri)
+        elif kind == "rename" and pri and ev.get("old_pri"):
+            if self.pin_us is None or to_micros(parse_time(ev["time"])) <= self.pin_us:
+                self.graph.rename(ev["old_pri"], pri)
+                touched.update((pri, ev["old_pri"]))
+        return touched
+
+    def reresolve(self) -> set[str]:
+        """Resolve again; return the canonical PRIs whose versionless choice changed."""
+        old = self.resolution
+        self.resolution = resolve(self.graph, self.context)
+        changed = {
+            p.pri for p in self.graph
+            if _num(old.choose(p.pri)) != _num(self.resolution.choose(p.pri))
+        }
+        if changed:
+            self.generation += 1
+        return changed
+
+    def set_context(self, context: Context, graph: Graph | None = None) -> set[str]:
+        self.context = context
+        if graph is not None:
+            self.graph = graph
+        return self.reresolve()
+
+    def names_for(self, pris: set[str]) -> set[str]:
+        """Root names (as used so far, plus canonical and alias spellings) of these products."""
+        names: set[str] = set()
+        for pri in pris:
+            p = self.graph.get(pri)
+            names.add(pri)
+            if p is not None:
+                names.add(p.pri)
+                names.update(p.aliases)
+        canon = {self.graph.canonical(n) for n in names}
+        for used in self.resolved:
+            base = used.split("@", 1)[0]
+            if base in names or self.graph.canonical(base) in canon:
+                names.add(used)
+        return names
+
+
+def _num(choice: Choice | None) -> int | None:
+    return None if choice is None else choice.number

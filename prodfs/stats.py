@@ -1,0 +1,46 @@
+"""Counters of a running mount, reported in ``.prodfs/stats.json`` and ``prodfs status``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["Stats"]
+
+
+@dataclass(slots=True)
+class Stats:
+    started: float = field(default_factory=time.time)
+    lookups: int = 0
+    negative_lookups: int = 0
+    getattrs: int = 0
+    readdirs: int = 0
+    opens: int = 0
+    reads: int = 0
+    bytes_read: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    blobs_fetched: int = 0
+    bytes_fetched: int = 0
+    manifests_fetched: int = 0
+    resolutions: int = 0
+    invalidations: int = 0
+    events: int = 0
+    errors: int = 0
+    degraded_since: float | None = None
+    last_error: str | None = None
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message
+
+    def to_json(self, **extra: object) -> dict:
+        d = asdict(self)
+        d["pid"] = os.getpid()
+        d["uptime"] = round(time.time() - self.started, 3)
+        total = self.cache_hits + self.cache_misses
+        d["cache_hit_ratio"] = round(self.cache_hits / total, 4) if total else None
+        d["degraded"] = self.degraded_since is not None
+        d.update(extra)
+        return d

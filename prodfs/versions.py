@@ -1,0 +1,147 @@
+"""Version contents: manifests turned into directory trees, fetched once.
+
+A version is immutable, so its tree is kept in memory for the life of the
+mount and on disk under ``CACHE/manifests/<product_id>/<N>.json`` so that a
+restarted daemon (or a render node with a prefetched cache) needs no request.
+Every manifest is checked again with `validate_manifest` before use: the
+daemon does not trust the service, nor its own disk, to have done it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from pvc_client import Entry, parse_time, to_micros, validate_manifest
+
+from ._coalesce import Coalescer
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VersionTree", "VersionStore"]
+
+# fetch(pri, number) -> Version JSON (docs/api.md)
+Fetcher = Callable[[str, int], Awaitable[dict]]
+
+
+class VersionTree:
+    """One version's files as a tree: directory path -> {name: Entry}."""
+
+    __slots__ = ("pri", "number", "product_id", "created_us", "dirs", "files", "bytes")
+
+    def __init__(self, pri: str, number: int, product_id: int, created_us: int, entries: list[Entry]) -> None:
+        self.pri = pri
+        self.number = number
+        self.product_id = product_id
+        self.created_us = created_us
+        self.dirs: dict[str, dict[str, Entry]] = {"": {}}
+        self.files = 0
+        self.bytes = 0
+        for e in entries:  # sorted by path, parents first
+            if e.type == "dir":
+                self.dirs[e.path] = {}
+            parent, _, name = e.path.rpartition("/")
+            self.dirs[parent][name] = e
+            if e.type == "file":
+                self.files += 1
+                self.bytes += e.size
+
+    @property
+    def ref(self) -> str:
+        return f"{self.pri}@{self.number}"
+
+    def children(self, path: str) -> dict[str, Entry] | None:
+        return self.dirs.get(path)
+
+    def entry(self, path: str) -> Entry | None:
+        parent, _, name = path.rpartition("/")
+        d = self.dirs.get(parent)
+        return None if d is None else d.get(name)
+
+    def iter_files(self):
+        for children in self.dirs.values():
+            for e in children.values():
+                if e.type == "file":
+                    yield e
+
+    @classmethod
+    def from_json(cls, data: dict) -> VersionTree:
+        entries = validate_manifest(data.get("manifest", []))
+        return cls(
+            data["pri"],
+            int(data["number"]),
+            int(data.get("product_id", 0)),
+            to_micros(parse_time(data["created_at"])),
+            entries,
+        )
+
+
+class VersionStore:
+    def __init__(self, fetch: Fetcher, cache_dir: str | os.PathLike | None, stats: Stats | None = None) -> None:
+        self._fetch = fetch
+        self._dir = Path(cache_dir, "manifests") if cache_dir is not None else None
+        self._trees: dict[tuple[str, int], VersionTree] = {}
+        self._loading: Coalescer[VersionTree] = Coalescer()
+        self.stats = stats or Stats()
+
+    def peek(self, pri: str, number: int) -> VersionTree | None:
+        return self._trees.get((pri, number))
+
+    def _disk_path(self, product_id: int, number: int) -> Path | None:
+        if self._dir is None or not product_id:
+            return None
+        return self._dir / str(product_id) / f"{number}.json"
+
+    async def get(self, pri: str, number: int, product_id: int = 0) -> VersionTree:
+        tree = self._trees.get((pri, number))
+        if tree is not None:
+            return tree
+        return await self._loading.run((pri, number), lambda: self._load(pri, number, product_id))
+
+    async def _load(self, pri: str, number: int, product_id: int) -> VersionTree:
+        disk = self._disk_path(product_id, number)
+        data = None
+        if disk is not None and disk.exists():
+            try:
+                raw = await trio.to_thread.run_sync(disk.read_bytes)
+                data = json.loads(raw)
+                tree = VersionTree.from_json(data)
+                self._trees[(pri, number)] = tree
+                return tree
+            except Exception as exc:  # a damaged cache file is refetched, not fatal
+                log.warning("manifest cache %s unusable (%s): refetching", disk, exc)
+        data = await self._fetch(pri, number)
+        self.stats.manifests_fetched += 1
+        tree = VersionTree.from_json(data)
+        tree.pri = pri  # keyed by the canonical name the caller knows
+        self._trees[(pri, number)] = tree
+        disk = self._disk_path(tree.product_id or product_id, number)
+        if disk is not None:
+            try:
+                await trio.to_thread.run_sync(_write_atomic, disk, json.dumps(data).encode())
+            except OSError as exc:
+                log.warning("cannot cache manifest %s: %s", disk, exc)
+        return tree
+
+    def rename(self, old: str, new: str) -> None:
+        for (pri, n), tree in list(self._trees.items()):
+            if pri == old:
+                del self._trees[(pri, n)]
+                tree.pri = new
+                self._trees[(new, n)] = tree
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
