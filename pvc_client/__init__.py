@@ -5,6 +5,7 @@ The public surface is re-exported here; the ``_modules`` behind it are private.
 
 from __future__ import annotations
 
+from ._client import DEFAULT_URL, PVCClient
 from ._errors import (
     ERROR_CODES,
     Conflict,
@@ -27,12 +28,6 @@ __all__ = [
     "Unauthorized", "Unavailable", "MAX_ENTRIES", "Entry", "normalize_manifest", "scan_directory",
     "sha256_file", "validate_manifest", "LATEST", "MAX_NAME_BYTES", "PRI", "Ref", "is_label",
     "parse_label", "parse_pri", "parse_ref", "format_time", "from_micros", "parse_time",
-    "to_micros", "utcnow",
+    "to_micros", "utcnow", "DEFAULT_URL", "PVCClient",
 ]
 
-try:  # the HTTP client is added by _client.py
-    from ._client import DEFAULT_URL, PVCClient  # noqa: F401
-
-    __all__ += ["DEFAULT_URL", "PVCClient"]
-except ImportError:  # pragma: no cover - only while the package is being built
-    pass

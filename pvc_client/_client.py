@@ -1,0 +1,568 @@
+"""The async PVC client: httpx under trio, one error tree, retries for what is safe to repeat.
+
+Every call goes through `PVCClient._send`, which owns the retry loop, the
+statistics and the translation of failures (`_translate`, the only place
+where httpx exceptions and HTTP error answers become `PVCError`\\ s).
+
+Cancellation: the daemon runs this client inside trio nurseries. Requests are
+bounded by httpx timeouts only, never by ``trio.move_on_after`` around a
+request, because cancelling a request mid-flight can strand a connection-pool
+slot; the client itself never cancels a request it started.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any, BinaryIO, TypeVar
+
+import httpx
+import trio
+
+from ._args import (
+    JSON,
+    Progress,
+    TimeArg,
+    any_ref,
+    as_time,
+    check_label,
+    check_sha,
+    exact_ref,
+    path_segment,
+    pri_path,
+    version_selector,
+    workspace_spec,
+)
+from ._errors import ERROR_CODES, Conflict, InvalidInput, NotFound, PVCError, Unauthorized, Unavailable
+from ._manifest import normalize_manifest
+from ._pri import LATEST, parse_pri, parse_ref
+
+__all__ = ["DEFAULT_URL", "PVCClient"]
+
+DEFAULT_URL = "http://127.0.0.1:8750"
+API_PREFIX = "/api/v1"
+USER_AGENT = f"pvc-client httpx/{httpx.__version__}"
+
+T = TypeVar("T")
+
+_CHUNK = 1 << 20
+# Requests that never reached the service: repeating them is safe whatever the method.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures after the request may have been received: repeat only idempotent ones.
+_MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
+               httpx.RemoteProtocolError, httpx.CloseError)
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_MISSING_BATCH = 5000  # hashes per /blobs/missing request: keeps bodies well under any size cap
+_MAX_EVENTS_WAIT = 60.0
+def _base_url(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise InvalidInput(f"bad service URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidInput(f"bad service URL {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+    return str(parsed).rstrip("/") + API_PREFIX
+
+
+def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
+    """(code, message) from an error answer, tolerating bodies that are not ours."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            return (code if isinstance(code, str) else None,
+                    message if isinstance(message, str) else None)
+        detail = body.get("detail")  # a framework-level answer (e.g. schema validation)
+        if detail is not None:
+            return None, detail if isinstance(detail, str) else _json.dumps(detail)
+    return None, None
+
+
+def _class_for_status(status: int) -> type[PVCError]:
+    if status in (401, 403):
+        return Unauthorized
+    if status == 404:
+        return NotFound
+    if status == 409:
+        return Conflict
+    if 400 <= status < 500:
+        return InvalidInput
+    if status >= 500:
+        return Unavailable
+    return PVCError
+
+
+def _translate(failure: httpx.Response | httpx.HTTPError, what: str) -> PVCError:
+    """The one place where transport failures and error answers become the PVC error tree."""
+    if isinstance(failure, httpx.Response):
+        code, message = _error_body(failure)
+        cls = ERROR_CODES.get(code or "") or _class_for_status(failure.status_code)
+        if code == "internal":
+            message = f"internal error in the PVC service: {message or 'no detail'}"
+        if not message:
+            message = f"{what}: HTTP {failure.status_code} {failure.reason_phrase}".rstrip()
+        return cls(message, status=failure.status_code)
+    if isinstance(failure, httpx.ConnectError | httpx.ConnectTimeout):
+        return Unavailable(f"cannot connect to the PVC service ({what}): {failure or 'connection failed'}")
+    if isinstance(failure, httpx.TimeoutException):
+        return Unavailable(f"{what}: the PVC service did not answer in time ({type(failure).__name__})")
+    if isinstance(failure, httpx.NetworkError | httpx.RemoteProtocolError):
+        return Unavailable(f"{what}: connection to the PVC service failed: {failure}")
+    if isinstance(failure, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return InvalidInput(f"bad service URL: {failure}")
+    return PVCError(f"{what}: {type(failure).__name__}: {failure}")
+
+
+def _retryable(failure: httpx.Response | httpx.HTTPError, idempotent: bool) -> bool:
+    if isinstance(failure, httpx.Response):
+        return idempotent and failure.status_code in _RETRY_STATUSES
+    if isinstance(failure, _NOT_SENT):
+        return True
+    return idempotent and isinstance(failure, _MAYBE_SENT)
+
+
+async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """Stream exactly ``size`` bytes of a file (its size when the upload started)."""
+    sent = 0
+    async with await trio.open_file(path, "rb") as f:
+        while sent < size:
+            chunk = await f.read(min(_CHUNK, size - sent))
+            if not chunk:
+                break
+            sent += len(chunk)
+            yield chunk
+    if sent != size:
+        raise InvalidInput(f"{path}: file changed while it was being uploaded")
+
+
+class PVCClient:
+    """Async client of the PVC HTTP API (docs/api.md). Use under trio.
+
+    ``stats`` counts ``requests`` (attempts sent), ``retries`` (attempts that
+    repeated a failed one), ``errors`` (calls that ended in a `PVCError`),
+    ``bytes_in``/``bytes_out`` (bodies received/sent) and ``latency`` (total
+    seconds spent waiting for answers).
+    """
+
+    # Backoff before retry n (0-based): BACKOFF_BASE * 2**n, capped, with jitter.
+    BACKOFF_BASE = 0.2
+    BACKOFF_CAP = 5.0
+    TRANSFER_CONCURRENCY = 4
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 20,
+    ) -> None:
+        if retries < 0:
+            raise InvalidInput(f"retries must be >= 0, not {retries}")
+        if timeout <= 0:
+            raise InvalidInput(f"timeout must be positive, not {timeout}")
+        self.url = url
+        self._timeout = float(timeout)
+        self._retries = retries
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if token is not None:
+            token = token.strip()
+            if not token or any(c.isspace() or not c.isprintable() for c in token) or not token.isascii():
+                raise InvalidInput("the token must be one word of printable ASCII")
+            headers["Authorization"] = f"Bearer {token}"
+        if transport is None:
+            # Environment proxies are deliberately not consulted: the service lives on
+            # the studio network, and a proxy in front of loopback breaks local use.
+            transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=max_connections,
+                                    max_keepalive_connections=max_connections),
+                retries=0,
+            )
+        self._http = httpx.AsyncClient(
+            base_url=_base_url(url), transport=transport, headers=headers,
+            timeout=httpx.Timeout(self._timeout), follow_redirects=False,
+        )
+        self.stats: dict[str, float] = {
+            "requests": 0, "retries": 0, "errors": 0, "bytes_in": 0, "bytes_out": 0, "latency": 0.0,
+        }
+
+    async def __aenter__(self) -> PVCClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the request core ------------------------------------------------------------------
+
+    def _backoff(self, attempt: int, failure: httpx.Response | httpx.HTTPError) -> float:
+        delay = min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2**attempt)
+        if isinstance(failure, httpx.Response):
+            try:  # the service knows best how long it will be away
+                delay = max(delay, min(self.BACKOFF_CAP, float(failure.headers.get("retry-after", ""))))
+            except ValueError:
+                pass
+        return delay * random.uniform(0.5, 1.0)
+
+    async def _send(
+        self,
+        build: Callable[[], httpx.Request],
+        handle: Callable[[httpx.Response], Awaitable[T]],
+        *,
+        idempotent: bool,
+    ) -> T:
+        """Send ``build()``, retrying what is safe, and return ``handle(response)``.
+
+        ``build`` is called once per attempt so that streamed bodies and Range
+        headers start afresh; ``handle`` consumes a successful (streamed) answer.
+        """
+        attempt = 0
+        while True:
+            request = build()
+            what = f"{request.method} {request.url.path.removeprefix(API_PREFIX)}"
+            self.stats["requests"] += 1
+            self.stats["bytes_out"] += int(request.headers.get("content-length") or 0)
+            started = time.monotonic()
+            failure: httpx.Response | httpx.HTTPError
+            try:
+                response = await self._http.send(request, stream=True)
+                try:
+                    if not response.is_error:
+                        return await handle(response)
+                    self.stats["bytes_in"] += len(await response.aread())
+                    failure = response
+                finally:
+                    await response.aclose()
+            except httpx.HTTPError as exc:
+                failure = exc
+            finally:
+                self.stats["latency"] += time.monotonic() - started
+            if attempt >= self._retries or not _retryable(failure, idempotent):
+                self.stats["errors"] += 1
+                error = _translate(failure, what)
+                if isinstance(failure, httpx.HTTPError):
+                    raise error from failure
+                raise error
+            await trio.sleep(self._backoff(attempt, failure))
+            attempt += 1
+            self.stats["retries"] += 1
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        idempotent: bool | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> Any:
+        """A JSON request; ``None`` for an empty (204) answer."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+
+        def build() -> httpx.Request:
+            return self._http.build_request(
+                method, path, params=query, json=body, **extra
+            )
+
+        async def handle(response: httpx.Response) -> Any:
+            self.stats["bytes_in"] += len(await response.aread())
+            if response.status_code == 204 or not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise PVCError(
+                    f"{method} {path}: the service answered with something that is not JSON"
+                ) from None
+
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "PUT")
+        return await self._send(build, handle, idempotent=idempotent)
+
+    # -- service and products --------------------------------------------------------------
+
+    async def health(self) -> JSON:
+        return await self._json("GET", "/health")
+
+    async def list_products(self, prefix: str | None = None, as_of: TimeArg = None) -> list[JSON]:
+        """Every visible product (sorted by PRI), following the service's paging."""
+        limit = 1000
+        params: dict[str, Any] = {"prefix": prefix, "as_of": as_time(as_of), "limit": limit}
+        products: list[JSON] = []
+        while True:
+            page = _field(await self._json("GET", "/products", params=params), "products", list)
+            products.extend(page)
+            if len(page) < limit:
+                return products
+            params["after"] = page[-1]["pri"]
+
+    async def get_product(self, pri: str, as_of: TimeArg = None) -> JSON:
+        return await self._json("GET", f"/products/{pri_path(pri)}", params={"as_of": as_time(as_of)})
+
+    async def rename(self, old: str, new: str) -> JSON:
+        new_pri = parse_pri(str(new)).text
+        return await self._json("POST", f"/products/{pri_path(old)}/rename", body={"new_pri": new_pri})
+
+    async def list_versions(self, pri: str, as_of: TimeArg = None) -> list[JSON]:
+        answer = await self._json("GET", f"/products/{pri_path(pri)}/versions", params={"as_of": as_time(as_of)})
+        return _field(answer, "versions", list)
+
+    async def get_version(self, pri: str, selector: int | str = LATEST, as_of: TimeArg = None) -> JSON:
+        """A Version with its manifest; ``selector`` is a number, a label or ``latest``."""
+        path = f"/products/{pri_path(pri)}/versions/{version_selector(selector)}"
+        return await self._json("GET", path, params={"as_of": as_time(as_of)})
+
+    async def resolve(self, ref: str, as_of: TimeArg = None) -> JSON:
+        """``PRI``, ``PRI@N`` or ``PRI@label`` -> its Version (versionless = newest visible)."""
+        parsed = parse_ref(str(ref))
+        return await self.get_version(parsed.pri.text, parsed.selector or LATEST, as_of)
+
+    async def publish(
+        self,
+        pri: str,
+        manifest: Iterable[JSON],
+        *,
+        dependencies: Sequence[str] = (),
+        labels: Sequence[str] = (),
+        message: str = "",
+        author: str | None = None,
+        at: TimeArg = None,
+    ) -> JSON:
+        """Publish a version (the first publish creates the product). Not retried once sent:
+        a lost answer could otherwise publish twice."""
+        body: JSON = {
+            "manifest": normalize_manifest(manifest),
+            "dependencies": [exact_ref(d, "dependency") for d in dependencies],
+            "labels": [check_label(label, settable=True) for label in labels],
+            "message": message,
+        }
+        if author is not None:
+            body["author"] = author
+        if at is not None:
+            body["at"] = as_time(at)
+        return await self._json("POST", f"/products/{pri_path(pri)}/versions", body=body)
+
+    async def publish_directory(
+        self,
+        pri: str,
+        directory: str | os.PathLike[str],
+        *,
+        dependencies: Sequence[str] = (),
+        labels: Sequence[str] = (),
+        message: str = "",
+        author: str | None = None,
+        at: TimeArg = None,
+        progress: Progress | None = None,
+    ) -> JSON:
+        """Scan, upload the blobs the store lacks, then publish. Returns the Version."""
+        from ._transfer import publish_directory
+
+        return await publish_directory(
+            self, pri, directory, dependencies=dependencies, labels=labels, message=message,
+            author=author, at=at, progress=progress,
+        )
+
+    # -- labels ----------------------------------------------------------------------------
+
+    async def labels(self, pri: str, as_of: TimeArg = None) -> dict[str, int]:
+        answer = await self._json("GET", f"/products/{pri_path(pri)}/labels", params={"as_of": as_time(as_of)})
+        return _field(answer, "labels", dict)
+
+    async def move_label(self, pri: str, label: str, number: int, *, author: str | None = None) -> JSON:
+        body: JSON = {"version": int(version_selector(number))}
+        if author is not None:
+            body["author"] = author
+        return await self._json("PUT", f"/products/{pri_path(pri)}/labels/{check_label(label, settable=True)}", body=body)
+
+    async def delete_label(self, pri: str, label: str) -> None:
+        # Not retried: a repeated DELETE after a lost answer would report a false not-found.
+        await self._json("DELETE", f"/products/{pri_path(pri)}/labels/{check_label(label, settable=True)}")
+
+    async def label_history(self, pri: str, label: str) -> list[JSON]:
+        answer = await self._json("GET", f"/products/{pri_path(pri)}/labels/{check_label(label)}/history")
+        return _field(answer, "history", list)
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    async def missing_blobs(self, shas: Iterable[str]) -> list[str]:
+        """The subset of ``shas`` the store does not hold (asked in batches; a pure query)."""
+        wanted = list(dict.fromkeys(shas))
+        missing: list[str] = []
+        for i in range(0, len(wanted), _MISSING_BATCH):
+            batch = wanted[i:i + _MISSING_BATCH]
+            answer = await self._json("POST", "/blobs/missing", body={"sha256": batch}, idempotent=True)
+            missing.extend(_field(answer, "missing", list))
+        return missing
+
+    async def upload_blob(self, sha: str, source: bytes | os.PathLike[str] | str) -> JSON:
+        """Store a blob from bytes or a file (streamed from disk). The service checks the hash."""
+        path = f"/blobs/{check_sha(sha)}"
+        if isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+
+            def build() -> httpx.Request:
+                return self._http.build_request(
+                    "PUT", path, content=data, headers={"Content-Type": "application/octet-stream"}
+                )
+        else:
+            file = Path(source)
+
+            def build() -> httpx.Request:
+                size = file.stat().st_size
+                return self._http.build_request(
+                    "PUT", path, content=_file_chunks(file, size),
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                )
+
+        async def handle(response: httpx.Response) -> JSON:
+            self.stats["bytes_in"] += len(await response.aread())
+            return response.json()
+
+        return await self._send(build, handle, idempotent=True)
+
+    async def has_blob(self, sha: str) -> int | None:
+        """The blob's size if the store holds it, else None."""
+        try:
+            response = await self._send(
+                lambda: self._http.build_request("HEAD", f"/blobs/{check_sha(sha)}"), _keep, idempotent=True
+            )
+        except NotFound:
+            return None
+        return int(response.headers.get("content-length", 0))
+
+    async def download_blob(
+        self, sha: str, sink: BinaryIO | IO[bytes], *, offset: int = 0, length: int | None = None
+    ) -> int:
+        """Stream a blob (or the byte range ``offset``..``offset+length``) into ``sink``.
+
+        Returns the bytes written. A transfer broken midway resumes where it
+        stopped. The content is NOT verified here: the caller checks the hash.
+        """
+        if offset < 0 or (length is not None and length < 0):
+            raise InvalidInput("offset and length must be >= 0")
+        if length == 0:
+            return 0
+        path = f"/blobs/{check_sha(sha)}"
+        written = 0
+
+        def build() -> httpx.Request:
+            start = offset + written
+            # identity: Range offsets must count stored bytes, not a compressed form of them
+            headers = {"Accept": "application/octet-stream", "Accept-Encoding": "identity"}
+            if start or length is not None:
+                end = "" if length is None else str(offset + length - 1)
+                headers["Range"] = f"bytes={start}-{end}"
+            return self._http.build_request("GET", path, headers=headers)
+
+        async def handle(response: httpx.Response) -> int:
+            nonlocal written
+            start = offset + written
+            skip = start if response.status_code == 200 else 0  # a server that ignored Range
+            remaining = None if length is None else length - written
+            async for chunk in response.aiter_bytes():
+                self.stats["bytes_in"] += len(chunk)
+                if skip:
+                    cut = min(skip, len(chunk))
+                    chunk, skip = chunk[cut:], skip - cut
+                if remaining is not None:
+                    chunk = chunk[:remaining]
+                    remaining -= len(chunk)
+                if chunk:
+                    sink.write(chunk)
+                    written += len(chunk)
+                if remaining == 0:
+                    break
+            return written
+
+        return await self._send(build, handle, idempotent=True)
+
+    # -- graph and events ------------------------------------------------------------------
+
+    async def index(self, as_of: TimeArg = None, prefix: str | None = None) -> JSON:
+        return await self._json("GET", "/index", params={"as_of": as_time(as_of), "prefix": prefix})
+
+    async def closure(self, roots: Iterable[str], as_of: TimeArg = None) -> JSON:
+        body = {"roots": [any_ref(r) for r in roots], "as_of": as_time(as_of)}
+        return await self._json("POST", "/closure", body=body, idempotent=True)
+
+    async def events(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> JSON:
+        """``{"events": [...], "cursor": N}``; waits up to ``timeout`` seconds for news."""
+        if not 0 <= timeout <= _MAX_EVENTS_WAIT:
+            raise InvalidInput(f"events timeout must be within 0..{_MAX_EVENTS_WAIT:g} seconds")
+        if after < 0 or limit < 1:
+            raise InvalidInput("after must be >= 0 and limit >= 1")
+        # The service holds the answer up to `timeout`: the read timeout must outlast it.
+        wait = httpx.Timeout(self._timeout, read=timeout + self._timeout)
+        params = {"after": after, "timeout": timeout, "limit": limit}
+        return await self._json("GET", "/events", params=params, timeout=wait)
+
+    # -- workspaces and snapshots ----------------------------------------------------------
+
+    async def list_workspaces(self) -> list[JSON]:
+        return _field(await self._json("GET", "/workspaces"), "workspaces", list)
+
+    async def get_workspace(self, name: str, as_of: TimeArg = None) -> JSON:
+        return await self._json("GET", f"/workspaces/{path_segment(name, 'workspace name')}",
+                                params={"as_of": as_time(as_of)})
+
+    async def put_workspace(self, name: str, spec: JSON) -> JSON:
+        """Create or replace a workspace (a full record: PUT is safe to repeat)."""
+        return await self._json("PUT", f"/workspaces/{path_segment(name, 'workspace name')}",
+                                body=workspace_spec(spec))
+
+    async def delete_workspace(self, name: str) -> None:
+        await self._json("DELETE", f"/workspaces/{path_segment(name, 'workspace name')}")
+
+    async def workspace_history(self, name: str) -> list[JSON]:
+        answer = await self._json("GET", f"/workspaces/{path_segment(name, 'workspace name')}/history")
+        return _field(answer, "history", list)
+
+    async def create_snapshot(self, record: JSON) -> JSON:
+        if not isinstance(record, dict):
+            raise InvalidInput("a snapshot record is a JSON object")
+        # The id is the hash of the record: posting it twice names the same snapshot.
+        return await self._json("POST", "/snapshots", body={"record": record}, idempotent=True)
+
+    async def get_snapshot(self, id: str) -> JSON:
+        return await self._json("GET", f"/snapshots/{path_segment(id, 'snapshot id')}")
+
+    # -- whole trees -----------------------------------------------------------------------
+
+    async def materialize(
+        self,
+        ref: str,
+        directory: str | os.PathLike[str],
+        *,
+        as_of: TimeArg = None,
+        progress: Progress | None = None,
+    ) -> JSON:
+        """Write the version ``ref`` names into ``directory`` (absent or empty); verify every file."""
+        from ._transfer import materialize
+
+        return await materialize(self, ref, directory, as_of=as_of, progress=progress)
+
+
+def _field(answer: Any, key: str, kind: type[T]) -> T:
+    """``answer[key]``, or a clear error when the service's answer lacks the documented shape."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(value, kind):
+        raise PVCError(f"the service's answer lacks {key!r} ({kind.__name__}): is it a PVC service?")
+    return value
+
+
+async def _keep(response: httpx.Response) -> httpx.Response:
+    return response

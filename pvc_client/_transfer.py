@@ -1,0 +1,259 @@
+"""Whole-tree transfers on top of `PVCClient`: publishing a directory, materializing a version.
+
+Both move many blobs, a few at a time. Workers catch their own failures and
+stop taking work instead of letting the nursery cancel the others: requests
+are never cancelled mid-flight (see `_client`), and the first error is raised
+once every in-flight transfer has ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._args import as_time, check_label, exact_ref
+from ._errors import InvalidInput, PVCError
+from ._manifest import Entry, normalize_manifest, scan_directory, validate_manifest
+from ._pri import parse_pri, parse_ref
+
+if TYPE_CHECKING:
+    from ._args import JSON, Progress, TimeArg
+    from ._client import PVCClient
+
+__all__ = ["publish_directory", "materialize"]
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# setuid/setgid bits from a store are not honoured on a user's disk.
+_MODE_MASK = 0o1777
+
+
+async def _run_all(jobs: Sequence[Callable[[], Awaitable[None]]], concurrency: int) -> None:
+    """Run ``jobs`` with at most ``concurrency`` at once; raise the first failure at the end."""
+    pending = iter(jobs)
+    failures: list[BaseException] = []
+
+    async def worker() -> None:
+        for job in pending:  # one shared iterator: each job is taken exactly once
+            if failures:
+                return
+            try:
+                await job()
+            except (PVCError, OSError) as exc:
+                failures.append(exc)
+                return
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(min(concurrency, len(jobs))):
+            nursery.start_soon(worker)
+    if failures:
+        raise failures[0]
+
+
+class _Meter:
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.done = 0
+        self.total = total
+        self._progress = progress
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self._progress is not None:
+            self._progress(self.done, self.total)
+
+
+async def publish_directory(
+    client: PVCClient,
+    pri: str,
+    directory: str | os.PathLike[str],
+    *,
+    dependencies: Sequence[str],
+    labels: Sequence[str],
+    message: str,
+    author: str | None,
+    at: TimeArg,
+    progress: Progress | None,
+) -> JSON:
+    # Everything that can be refused locally is refused before any byte is uploaded.
+    parse_pri(str(pri))
+    for dep in dependencies:
+        exact_ref(dep, "dependency")
+    for label in labels:
+        check_label(label, settable=True)
+    as_time(at)
+    root = Path(directory)
+    scanned: list[tuple[Entry, Path | None]] = await trio.to_thread.run_sync(
+        lambda: list(scan_directory(root))
+    )
+    manifest = normalize_manifest(e.to_json() for e, _ in scanned)
+    sources: dict[str, tuple[Path, int]] = {}
+    for entry, local in scanned:
+        if local is not None and entry.sha256 is not None:
+            sources.setdefault(entry.sha256, (local, entry.size))
+    missing = await client.missing_blobs(list(sources))
+    meter = _Meter(sum(sources[sha][1] for sha in missing), progress)
+
+    def upload(sha: str) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            path, size = sources[sha]
+            try:
+                await client.upload_blob(sha, path)
+            except InvalidInput as exc:
+                if exc.status is None:
+                    raise
+                raise InvalidInput(f"{path}: changed since it was scanned? ({exc})", status=exc.status) from exc
+            meter.add(size)
+        return job
+
+    await _run_all([upload(sha) for sha in missing], client.TRANSFER_CONCURRENCY)
+    return await client.publish(
+        pri, manifest, dependencies=dependencies, labels=labels, message=message, author=author, at=at
+    )
+
+
+class _HashingSink:
+    """A file sink that hashes and counts what it is given, reporting progress."""
+
+    def __init__(self, fd: int, meter: _Meter) -> None:
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self._meter = meter
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        self._meter.add(len(data))
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _part_name(path: Path) -> Path:
+    # A file is only ever visible under its real name once complete and verified.
+    return path.with_name(f".{path.name}.pvc-part")
+
+
+def _check_target(target: Path) -> bool:
+    """True if ``target`` exists (and is an empty directory); refuse anything else."""
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidInput(f"{target}: exists and is not a directory")
+    if any(target.iterdir()):
+        raise InvalidInput(f"{target}: directory is not empty; refusing to write into it")
+    return True
+
+
+def _make_staging(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        staging = target.with_name(f".{target.name}.pvc-get-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(staging, 0o777)  # the umask applies, as for a plain mkdir
+            return staging
+        except FileExistsError:
+            continue
+
+
+def _remove_contents(root: Path, *, remove_root: bool) -> None:
+    """Undo a failed materialize, including directories already made read-only."""
+    for dirpath, dirs, _files in os.walk(root):  # top-down: a directory is opened before we descend
+        for name in dirs:
+            os.chmod(os.path.join(dirpath, name), 0o700)
+    for child in list(root.iterdir()) if root.exists() else []:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    if remove_root:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def materialize(
+    client: PVCClient,
+    ref: str,
+    directory: str | os.PathLike[str],
+    *,
+    as_of: TimeArg,
+    progress: Progress | None,
+) -> JSON:
+    parse_ref(str(ref))
+    target = Path(directory)
+    existed = _check_target(target)
+    version = await client.resolve(ref, as_of)
+    entries = validate_manifest(version["manifest"])  # trust nothing from the wire
+    # A new directory is filled under a hidden sibling name and renamed into place at
+    # the end, so a failure never leaves a half-written tree under the asked-for name.
+    work = target if existed else _make_staging(target)
+    try:
+        await _fill(client, work, entries, progress)
+        if not existed:
+            os.rename(work, target)
+    except BaseException:
+        _remove_contents(work, remove_root=not existed)
+        raise
+    return version
+
+
+async def _fill(client: PVCClient, root: Path, entries: list[Entry], progress: Progress | None) -> None:
+    files: dict[str, list[Entry]] = {}
+    for entry in entries:  # sorted by path: a parent always comes before its children
+        path = root / entry.path
+        if entry.type == "dir":
+            os.mkdir(path, 0o700)  # owner-writable until its files are in; real mode at the end
+        elif entry.type == "symlink":
+            assert entry.target is not None
+            os.symlink(entry.target, path)
+        else:
+            assert entry.sha256 is not None
+            files.setdefault(entry.sha256, []).append(entry)
+    meter = _Meter(sum(group[0].size for group in files.values()), progress)
+
+    def fetch(sha: str, group: list[Entry]) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            first = root / group[0].path
+            await _download_verified(client, sha, group[0].size, first, meter)
+            for other in group[1:]:  # same content, several names: fetched once
+                part = _part_name(root / other.path)
+                shutil.copyfile(first, part)
+                os.replace(part, root / other.path)
+            for entry in group:
+                os.chmod(root / entry.path, entry.mode & _MODE_MASK)
+        return job
+
+    await _run_all([fetch(sha, group) for sha, group in files.items()], client.TRANSFER_CONCURRENCY)
+    for entry in reversed(entries):  # deepest first, so a read-only parent comes last
+        if entry.type == "dir":
+            os.chmod(root / entry.path, entry.mode & _MODE_MASK)
+
+
+async def _download_verified(client: PVCClient, sha: str, size: int, path: Path, meter: _Meter) -> None:
+    part = _part_name(path)
+    sink = _HashingSink(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), meter)
+    try:
+        if size or sha != EMPTY_SHA256:
+            await client.download_blob(sha, sink)
+    finally:
+        sink.close()
+    if sink.size != size or sink.hexdigest() != sha:
+        part.unlink(missing_ok=True)
+        raise PVCError(
+            f"{path.name}: blob {sha[:12]}... arrived corrupted "
+            f"({sink.size} bytes, sha256 {sink.hexdigest()[:12]}...; expected {size} bytes)"
+        )
+    os.replace(part, path)

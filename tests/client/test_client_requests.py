@@ -1,0 +1,279 @@
+"""What the PVC client sends: encoding, times, local validation, paging, ranges, statistics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+
+import httpx
+import pytest
+
+from pvc_client import InvalidInput, InvalidPRI, InvalidTime, PVCClient, Unavailable, parse_time
+from pvc_mock import Script, range_server, run
+
+SHA = "b" * 64
+UTC = dt.timezone.utc
+
+
+def test_pris_are_path_encoded_and_validated() -> None:
+    script = Script(httpx.Response(200, json={"number": 1}))
+
+    async def main() -> None:
+        async with script.client() as c:
+            await c.get_version("spies:100:10-lgt:walter", "approved")
+            await c.get_version("spies:100:10-lgt:walter", 12)
+            await c.get_version("spies-lgt")
+            await c.get_workspace("shot 10/lighting é")
+        paths = [r.url.raw_path.split(b"?")[0] for r in script.requests]
+        assert paths == [
+            b"/api/v1/products/spies:100:10-lgt:walter/versions/approved",
+            b"/api/v1/products/spies:100:10-lgt:walter/versions/12",
+            b"/api/v1/products/spies-lgt/versions/latest",
+            b"/api/v1/workspaces/shot%2010%2Flighting%20%C3%A9",
+        ]
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc"),
+    [
+        (lambda c: c.get_product("no_dash"), InvalidPRI),
+        (lambda c: c.get_product("spies-lgt/../x"), InvalidPRI),
+        (lambda c: c.get_version("spies-lgt@3"), InvalidPRI),
+        (lambda c: c.get_version("spies-lgt", 0), InvalidInput),
+        (lambda c: c.get_version("spies-lgt", "007"), InvalidInput),
+        (lambda c: c.get_version("spies-lgt", "Approved"), InvalidPRI),
+        (lambda c: c.rename("spies-lgt", "bad name"), InvalidPRI),
+        (lambda c: c.move_label("spies-lgt", "latest", 2), InvalidInput),
+        (lambda c: c.publish("spies-lgt", [], dependencies=["spies-tex@approved"]), InvalidInput),
+        (lambda c: c.publish("spies-lgt", [{"path": "../x", "type": "dir"}]), InvalidInput),
+        (lambda c: c.download_blob("NOTAHASH", io.BytesIO()), InvalidInput),
+        (lambda c: c.closure(["spies-lgt@1.2.5"]), InvalidPRI),
+        (lambda c: c.events(timeout=61), InvalidInput),
+        (lambda c: c.list_versions("spies-lgt", as_of="yesterday"), InvalidTime),
+        (lambda c: c.labels("spies-lgt", as_of=dt.datetime(2020, 1, 1)), InvalidTime),
+        (lambda c: c.put_workspace("shot", {"roots": ["x"]}), InvalidPRI),
+        (lambda c: c.put_workspace("shot", {"roots": [], "pin": "soon"}), InvalidTime),
+        (lambda c: c.get_workspace(""), InvalidInput),
+    ],
+)
+def test_bad_input_is_refused_before_any_request(call, exc: type[Exception]) -> None:
+    script = Script()
+
+    async def main() -> None:
+        async with script.client() as c:
+            with pytest.raises(exc):
+                await call(c)
+        assert script.requests == []
+
+    run(main)
+
+
+def test_times_are_sent_absolute_in_utc() -> None:
+    script = Script(httpx.Response(200, json={"versions": [], "labels": {}, "number": 1}))
+
+    async def main() -> None:
+        async with script.client() as c:
+            before = dt.datetime.now(UTC)
+            await c.list_versions("spies-lgt", as_of="-3d")
+            await c.labels("spies-lgt", as_of="2019-01-24T19:00:00+01:00")
+            await c.get_product("spies-lgt", as_of=dt.datetime(2019, 1, 24, 18, tzinfo=UTC))
+            await c.publish("spies-lgt", [], at="2019-01-24")
+            await c.put_workspace("shot", {"roots": ["spies-lgt"], "pin": "-1h"})
+        relative = parse_time(script.requests[0].url.params["as_of"])
+        assert abs(relative - (before - dt.timedelta(days=3))) < dt.timedelta(minutes=1)
+        assert script.requests[0].url.params["as_of"].endswith("Z")
+        assert script.requests[1].url.params["as_of"] == "2019-01-24T18:00:00.000000Z"
+        assert script.requests[2].url.params["as_of"] == "2019-01-24T18:00:00.000000Z"
+        assert script.json_body(3)["at"] == "2019-01-24T23:59:59.999999Z"
+        pin = parse_time(script.json_body(4)["pin"])
+        assert abs(pin - (before - dt.timedelta(hours=1))) < dt.timedelta(minutes=1)
+
+    run(main)
+
+
+def test_no_time_means_no_as_of() -> None:
+    script = Script(httpx.Response(200, json={"versions": []}))
+
+    async def main() -> None:
+        async with script.client() as c:
+            await c.list_versions("spies-lgt")
+        assert "as_of" not in script.requests[0].url.params
+
+    run(main)
+
+
+def test_publish_body_follows_the_contract() -> None:
+    script = Script(httpx.Response(201, json={"ref": "spies-lgt@1"}))
+    manifest = [{"path": "geo/a.usd", "type": "file", "size": 3, "sha256": SHA, "mode": 0o644}]
+
+    async def main() -> None:
+        async with script.client() as c:
+            await c.publish("spies-lgt", manifest, dependencies=["spies-tex@2"], labels=["published"],
+                            message="first", author="lighting")
+        body = script.json_body()
+        assert body["manifest"] == [
+            {"path": "geo", "type": "dir", "mode": 0o755},
+            {"path": "geo/a.usd", "type": "file", "mode": 0o644, "size": 3, "sha256": SHA},
+        ]
+        assert body["dependencies"] == ["spies-tex@2"]
+        assert body["labels"] == ["published"] and body["message"] == "first"
+        assert body["author"] == "lighting" and "at" not in body
+        assert script.requests[0].method == "POST"
+
+    run(main)
+
+
+def test_token_is_sent_as_bearer() -> None:
+    script = Script(httpx.Response(200, json={}))
+
+    async def main() -> None:
+        async with script.client(token="s3cret\n") as c:
+            await c.health()
+        assert script.requests[0].headers["authorization"] == "Bearer s3cret"
+
+    run(main)
+    with pytest.raises(InvalidInput):
+        Script().client(token="two words")
+    with pytest.raises(InvalidInput):
+        PVCClient("ftp://example.org")
+
+
+def test_products_are_paged_to_the_end() -> None:
+    names = sorted(f"show-asset:a{i:04d}" for i in range(2345))
+
+    def page(request: httpx.Request) -> httpx.Response:
+        after = request.url.params.get("after")
+        limit = int(request.url.params["limit"])
+        rest = [n for n in names if after is None or n > after]
+        return httpx.Response(200, json={"products": [{"pri": n} for n in rest[:limit]]})
+
+    script = Script(page)
+
+    async def main() -> None:
+        async with script.client() as c:
+            products = await c.list_products(prefix="show", as_of="2020-01-01")
+        assert [p["pri"] for p in products] == names
+        assert len(script.requests) == 3
+        assert {r.url.params["as_of"] for r in script.requests} == {"2020-01-01T23:59:59.999999Z"}
+        assert all(r.url.params["prefix"] == "show" for r in script.requests)
+
+    run(main)
+
+
+DATA = bytes(range(256)) * 1000
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+@pytest.mark.parametrize(("offset", "length"), [(0, None), (1000, None), (0, 10), (12345, 4321), (255999, 5)])
+def test_download_ranges(honour_range: bool, offset: int, length: int | None) -> None:
+    script = Script(range_server(DATA, honour_range=honour_range))
+
+    async def main() -> None:
+        sink = io.BytesIO()
+        async with script.client() as c:
+            n = await c.download_blob(SHA, sink, offset=offset, length=length)
+        want = DATA[offset:] if length is None else DATA[offset:offset + length]
+        assert sink.getvalue() == want and n == len(want)
+        header = script.requests[0].headers.get("range")
+        if offset == 0 and length is None:
+            assert header is None
+        else:
+            end = "" if length is None else str(offset + length - 1)
+            assert header == f"bytes={offset}-{end}"
+
+    run(main)
+
+
+def test_broken_download_resumes_where_it_stopped() -> None:
+    script = Script(range_server(DATA, break_first_at=70000))
+
+    async def main() -> None:
+        sink = io.BytesIO()
+        async with script.client() as c:
+            n = await c.download_blob(SHA, sink, offset=10)
+        assert hashlib.sha256(sink.getvalue()).digest() == hashlib.sha256(DATA[10:]).digest()
+        assert n == len(DATA) - 10
+        assert [r.headers.get("range") for r in script.requests] == ["bytes=10-", "bytes=70010-"]
+        assert c.stats["retries"] == 1
+
+    run(main)
+
+
+def test_broken_download_without_retries_fails() -> None:
+    script = Script(range_server(DATA, break_first_at=100))
+
+    async def main() -> None:
+        async with script.client(retries=0) as c:
+            with pytest.raises(Unavailable):
+                await c.download_blob(SHA, io.BytesIO())
+
+    run(main)
+
+
+def test_upload_streams_a_file_with_its_length(tmp_path) -> None:
+    data = b"x" * (3 * 1024 * 1024 + 17)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    script = Script(httpx.Response(503), httpx.Response(201, json={"sha256": sha, "size": len(data)}))
+
+    async def main() -> None:
+        async with script.client() as c:
+            assert await c.upload_blob(sha, path) == {"sha256": sha, "size": len(data)}
+        assert [r.method for r in script.requests] == ["PUT", "PUT"]
+        assert script.bodies == [data, data]  # the retry streamed the file again
+        assert script.requests[1].headers["content-length"] == str(len(data))
+        assert c.stats["bytes_out"] == 2 * len(data)
+
+    run(main)
+
+
+def test_events_long_poll_outlasts_its_wait() -> None:
+    script = Script(httpx.Response(200, json={"events": [], "cursor": 7}))
+
+    async def main() -> None:
+        async with script.client(timeout=4.0) as c:
+            assert await c.events(after=7, timeout=25) == {"events": [], "cursor": 7}
+            await c.health()
+        waits = [r.extensions["timeout"] for r in script.requests]
+        assert waits[0]["read"] > 25 and waits[0]["connect"] == 4.0
+        assert waits[1]["read"] == 4.0
+        assert script.requests[0].url.params["timeout"] == "25"
+
+    run(main)
+
+
+def test_stats_count_requests_and_bytes() -> None:
+    payload = b'{"products": [{"pri": "spies-lgt"}], "missing": []}'
+    script = Script(httpx.Response(200, content=payload, headers={"content-type": "application/json"}))
+
+    async def main() -> None:
+        async with script.client() as c:
+            await c.list_products()
+            await c.missing_blobs([SHA, SHA])
+        assert c.stats["requests"] == 2 and c.stats["retries"] == 0 and c.stats["errors"] == 0
+        assert c.stats["bytes_in"] == 2 * len(payload)
+        assert c.stats["bytes_out"] == len(script.bodies[1]) > 0
+        assert json.loads(script.bodies[1]) == {"sha256": [SHA]}  # duplicates asked once
+        assert c.stats["latency"] >= 0
+
+    run(main)
+
+
+def test_a_given_transport_is_used_as_is() -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"status": "ok"})
+
+    async def main() -> None:
+        async with PVCClient("https://pvc.example.org:9000/", transport=httpx.MockTransport(handler)) as c:
+            await c.health()
+
+    run(main)
+    assert seen == ["https://pvc.example.org:9000/api/v1/health"]
