@@ -53,11 +53,25 @@ def _check_mountpoint(path: str) -> None:
         raise QuietError(f"mountpoint {path} is busy: something is already mounted there", 3)
 
 
+def _check_context_options(opts: argparse.Namespace) -> None:
+    """Refuse a malformed time or PRI here, before a daemon is started."""
+    from pvc_client import InvalidInput, parse_ref, parse_time
+
+    try:
+        if opts.pin and opts.pin != "none":
+            parse_time(opts.pin)
+        for r in opts.root + opts.override:
+            parse_ref(r)
+    except InvalidInput as exc:
+        raise QuietError(str(exc), 2) from None
+
+
 def cmd_mount(opts: argparse.Namespace, raw: list[str]) -> int:
     mnt = os.path.abspath(opts.mountpoint)
     _check_mountpoint(mnt)
     if opts.snapshot and (opts.workspace or opts.root or opts.strategy or opts.override or opts.prefer):
         raise QuietError("--snapshot fixes the whole context: it takes no --workspace/--root/--strategy/--prefer/--override", 2)
+    _check_context_options(opts)
     if opts.foreground:
         from prodfs.daemon import main as daemon_main
 

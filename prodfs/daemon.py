@@ -125,6 +125,32 @@ class Daemon:
             doc = {}
         return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
 
+    def explain(self, name: str) -> dict:
+        """``prodfs why``: what a root name resolves to in this context, and why."""
+        state = self.state
+        doc: dict = {"name": name, "context": state.context.to_json(),
+                     "context_description": state.context.describe()}
+        try:
+            view = state.view(name)
+        except Exception as exc:  # noqa: BLE001 - the explanation is the answer
+            doc["error"] = str(exc)
+            ref = None
+        else:
+            doc.update(kind=view.kind, pri=view.pri, number=view.number, ref=view.ref, rule=view.rule)
+            ref = view.pri
+        choice = state.choice(ref or name.split("@", 1)[0])
+        if choice is not None:
+            doc["candidates"] = list(choice.candidates)
+            doc["requests"] = [
+                {"pri": r.pri, "number": r.number, "dependent": r.dependent, "hops": r.hops}
+                for r in choice.requests
+            ]
+            doc["in_graph"] = choice.in_graph
+            if choice.conflict is not None:
+                doc["conflict"] = choice.conflict.to_json()
+            doc.setdefault("rule", choice.rule)
+        return doc
+
     def status(self) -> dict:
         c = self.client.stats if hasattr(self.client, "stats") else {}
         requests = c.get("requests", 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import itertools
+import json
 import logging
 import os
 import stat
@@ -22,7 +23,7 @@ import trio
 
 from pvc_client import InvalidInput, NotFound, PVCError, Unauthorized
 
-from .namespace import K_CONFLICT, K_CTRL_FILE, K_FILE, K_LINK, K_ROOT, K_TOP, ROOT, FsError, Node
+from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_FILE, K_LINK, K_TOP, ROOT, FsError, Node
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -34,6 +35,7 @@ __all__ = ["Operations", "to_errno"]
 LONG = 86400.0  # immutable things: a day; the kernel may keep them that long
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+WHY_XATTR = "user.prodfs.why."
 
 
 def to_errno(exc: BaseException) -> tuple[int, bool]:
@@ -219,7 +221,11 @@ class Operations(pyfuse3.Operations):
 
     @_guarded
     async def getxattr(self, inode, name, ctx):
-        value = self.ns.xattrs(self.ns.node(inode)).get(name.decode("utf-8", "replace"))
+        key = name.decode("utf-8", "replace")
+        if inode == CONTROL_DIR and key.startswith(WHY_XATTR):
+            # control of a running mount goes through xattrs of its control dir
+            return json.dumps(self.daemon.explain(key[len(WHY_XATTR):]), sort_keys=True).encode()
+        value = self.ns.xattrs(self.ns.node(inode)).get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value

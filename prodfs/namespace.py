@@ -101,7 +101,9 @@ class Namespace:
         return len(self._nodes)
 
     def top(self, view: View) -> Node:
-        return self._intern(("top", view.name, view.number), lambda ino: Node(ino, K_TOP, view))
+        node = self._intern(("top", view.name, view.pri, view.number), lambda ino: Node(ino, K_TOP, view))
+        node.view = view  # same content; the rule that chose it may be new
+        return node
 
     def child(self, parent: Node, entry: Entry) -> Node:
         kind = {"dir": K_DIR, "file": K_FILE, "symlink": K_LINK}[entry.type]
@@ -112,7 +114,8 @@ class Namespace:
 
     def _top_ino(self, node: Node) -> int:
         assert node.view is not None
-        return self._keys[("top", node.view.name, node.view.number)]
+        v = node.view
+        return self._keys[("top", v.name, v.pri, v.number)]
 
     def conflict_node(self, name: str, message: str) -> Node:
         node = self._intern(("conflict", name), lambda ino: Node(ino, K_CONFLICT, name=message))

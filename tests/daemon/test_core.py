@@ -1,0 +1,239 @@
+"""The daemon's core driven in-process: names, namespace, version trees, blob cache."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+
+import pytest
+import trio
+
+from pvc_client import format_time, from_micros, parse_time, to_micros
+from prodfs.blob_cache import BlobCache, CorruptBlob
+from prodfs.context import Context
+from prodfs.graph import Dep, Graph, ProductInfo, VersionInfo
+from prodfs.namespace import CONTROL_NAME, K_CONFLICT, K_FILE, K_TOP, FsError, Namespace
+from prodfs.state import MountState
+from prodfs.versions import VersionStore
+
+T0 = to_micros(parse_time("2026-01-01T00:00:00Z"))
+DAY = 86400 * 1_000_000
+
+
+def product(pri: str, pid: int, versions: dict[int, tuple[int, tuple[str, ...]]], labels=None, aliases=()):
+    return ProductInfo(
+        pri=pri, product_id=pid, created_us=min(t for t, _ in versions.values()),
+        versions={n: VersionInfo(n, t, tuple(Dep.parse(d) for d in deps)) for n, (t, deps) in versions.items()},
+        labels=dict(labels or {}), aliases=tuple(aliases),
+    )
+
+
+def diamond() -> Graph:
+    g = Graph()
+    g.add(product("s-p1", 1, {1: (T0, ()), 2: (T0 + DAY, ()), 3: (T0 + 3 * DAY, ())}, labels={"approved": 1}))
+    g.add(product("s-p2", 2, {2: (T0 + DAY, ("s-p1@1",))}))
+    g.add(product("s-p3", 3, {2: (T0 + DAY, ("s-p1@2",))}, aliases=("s-old3",)))
+    g.add(product("s-p4", 4, {1: (T0 + 2 * DAY, ("s-p2@2", "s-p3@2"))}))
+    return g
+
+
+def manifest(pri: str, number: int, created_us: int) -> dict:
+    data = f"{pri}@{number}".encode()
+    return {
+        "pri": pri, "number": number, "product_id": 1, "created_at": format_time(from_micros(created_us)),
+        "manifest": [
+            {"path": "d", "type": "dir", "mode": 0o755},
+            {"path": "d/f.txt", "type": "file", "mode": 0o644, "size": len(data),
+             "sha256": hashlib.sha256(data).hexdigest()},
+            {"path": "link", "type": "symlink", "target": "d/f.txt"},
+        ],
+    }
+
+
+class FakeService:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.fetches = 0
+
+    async def version(self, pri: str, number: int) -> dict:
+        self.fetches += 1
+        await trio.sleep(0.01)
+        p = self.graph.get(pri)
+        return manifest(p.pri, number, p.versions[number].created_us)
+
+
+def make_ns(context: Context, graph: Graph | None = None, **kw):
+    graph = graph or diamond()
+    svc = FakeService(graph)
+    state = MountState(context, graph, **kw)
+    return Namespace(state, VersionStore(svc.version, None)), svc
+
+
+def test_root_names_resolve_by_context():
+    ns, _ = make_ns(Context(roots=("s-p4",), strategy="highest"))
+    top = ns.lookup_root("s-p1")
+    assert top.kind == K_TOP and top.view.number == 2 and top.view.kind == "versionless"
+    assert ns.lookup_root("s-p1@1").view.kind == "explicit"
+    assert ns.lookup_root("s-p1@approved").view.number == 1
+    assert ns.lookup_root("s-p1@latest").view.number == 3
+    # the same name and version is the same inode; another name is another directory
+    assert ns.lookup_root("s-p1").ino == top.ino
+    assert ns.lookup_root("s-p1@2").ino != top.ino
+    # aliases resolve to the renamed product
+    assert ns.lookup_root("s-old3").view.pri == "s-p3"
+    assert ns.lookup_root(CONTROL_NAME).ino == 2
+
+
+@pytest.mark.parametrize("name, code", [
+    ("nope", errno.ENOENT), ("s-nothing", errno.ENOENT), ("s-p1@9", errno.ENOENT),
+    ("s-p1@nolabel", errno.ENOENT), ("s-p1@01", errno.EINVAL), ("s-p1@1.2", errno.EINVAL),
+    ("s-p1@", errno.EINVAL), ("", errno.ENOENT), ("s-p1@X", errno.EINVAL),
+])
+def test_bad_root_names(name, code):
+    ns, _ = make_ns(Context())
+    with pytest.raises(FsError) as exc:
+        ns.lookup_root(name)
+    assert exc.value.errno == code
+
+
+def test_pin_hides_later_versions_and_products():
+    ns, _ = make_ns(Context(pin_us=T0 + DAY + 1))
+    assert ns.lookup_root("s-p1").view.number == 2
+    with pytest.raises(FsError):
+        ns.lookup_root("s-p1@3")
+    assert [n for n, _ in trio.run(ns.listing, 1)] == [CONTROL_NAME, "s-p1", "s-p2", "s-p3"]
+
+
+def test_strict_conflict_is_eio_and_listed_as_such():
+    ns, _ = make_ns(Context(roots=("s-p4",), strategy="strict"))
+    with pytest.raises(FsError) as exc:
+        ns.lookup_root("s-p1")
+    assert exc.value.errno == errno.EIO and "s-p2@2" in str(exc.value)
+    listing = dict(trio.run(ns.listing, 1))
+    assert listing["s-p1"].kind == K_CONFLICT
+    assert ns.lookup_root("s-p1@1").view.number == 1  # explicit paths are never affected
+
+
+def test_version_tree_lookup_and_coalescing():
+    ns, svc = make_ns(Context())
+    top = ns.lookup_root("s-p2")
+
+    async def go():
+        results = []
+        async with trio.open_nursery() as n:
+            for _ in range(20):
+                n.start_soon(lambda: results.append(ns.lookup(top.ino, "d")))
+        return results
+
+    async def many():
+        out = []
+
+        async def one():
+            out.append(await ns.lookup(top.ino, "d"))
+
+        async with trio.open_nursery() as n:
+            for _ in range(20):
+                n.start_soon(one)
+        return out
+
+    nodes = trio.run(many)
+    assert svc.fetches == 1  # twenty concurrent misses, one request
+    assert len({n.ino for n in nodes}) == 1
+    f = trio.run(ns.lookup, nodes[0].ino, "f.txt")
+    assert f.kind == K_FILE and ns.xattrs(f)["user.prodfs.pri"] == b"s-p2@2"
+    with pytest.raises(FsError) as exc:
+        trio.run(ns.lookup, top.ino, "missing")
+    assert exc.value.errno == errno.ENOENT
+
+
+def test_events_move_versionless_names():
+    graph = diamond()
+    ns, _ = make_ns(Context(), graph)
+    state = ns.state
+    assert ns.lookup_root("s-p2").view.number == 2
+    state.record_use(ns.lookup_root("s-p2").view)
+    touched = state.apply_event({"kind": "publish", "pri": "s-p2", "number": 3,
+                                 "created_at": format_time(from_micros(T0 + 5 * DAY)), "dependencies": []})
+    changed = state.reresolve()
+    assert "s-p2" in touched and "s-p2" in changed
+    assert "s-p2" in state.names_for(touched | changed)
+    assert ns.lookup_root("s-p2").view.number == 3
+    state.apply_event({"kind": "rename", "pri": "s-p2new", "old_pri": "s-p2", "time": format_time(from_micros(T0))})
+    state.reresolve()
+    assert ns.lookup_root("s-p2").view.pri == "s-p2new"
+
+
+def test_snapshot_choices_are_fixed():
+    graph = diamond()
+    ns, _ = make_ns(Context(), graph, snapshot={"choices": {"s-p1": 1}})
+    assert ns.lookup_root("s-p1").view.number == 1
+    assert ns.lookup_root("s-p1").view.rule == "snapshot"
+    assert not ns.state.names_can_change
+
+
+# -- blob cache ---------------------------------------------------------------
+class Blobs:
+    def __init__(self, blobs: dict[str, bytes], corrupt: bool = False) -> None:
+        self.blobs = blobs
+        self.calls = 0
+        self.corrupt = corrupt
+
+    async def download(self, sha: str, sink: io.BufferedWriter) -> int:
+        self.calls += 1
+        await trio.sleep(0.01)
+        data = self.blobs[sha]
+        if self.corrupt:
+            data = data[:-1] + b"!"
+        sink.write(data)
+        return len(data)
+
+
+def _blob(n: int) -> tuple[str, bytes]:
+    data = bytes([n % 256]) * (1000 + n)
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def test_blob_cache_fetches_once_verifies_and_evicts(tmp_path):
+    items = dict(_blob(i) for i in range(5))
+    svc = Blobs(items)
+    cache = BlobCache(tmp_path, svc.download, max_bytes=3500)
+    sha0 = next(iter(items))
+
+    async def go():
+        paths = []
+
+        async def one():
+            paths.append(await cache.ensure(sha0, len(items[sha0])))
+
+        async with trio.open_nursery() as n:
+            for _ in range(10):
+                n.start_soon(one)
+        return paths
+
+    paths = trio.run(go)
+    assert svc.calls == 1 and len(set(paths)) == 1
+    assert paths[0].read_bytes() == items[sha0]
+    cache.acquire(sha0)  # an open file pins its blob
+    for sha, data in items.items():
+        trio.run(cache.ensure, sha, len(data))
+    assert cache.size <= 3500 + max(len(d) for d in items.values())
+    assert cache.path(sha0).exists()
+    assert list(tmp_path.joinpath("tmp").iterdir()) == []
+
+
+def test_blob_cache_refuses_and_replaces_corrupt_blobs(tmp_path):
+    sha, data = _blob(1)
+    bad = Blobs({sha: data}, corrupt=True)
+    cache = BlobCache(tmp_path, bad.download)
+    with pytest.raises(CorruptBlob):
+        trio.run(cache.ensure, sha, len(data))
+    assert not cache.path(sha).exists() and list((tmp_path / "tmp").iterdir()) == []
+    good = Blobs({sha: data})
+    cache = BlobCache(tmp_path, good.download)
+    trio.run(cache.ensure, sha, len(data))
+    # corrupt the cached copy: a new process re-verifies it before serving
+    cache.path(sha).write_bytes(b"x" * len(data))
+    cache2 = BlobCache(tmp_path, good.download)
+    path = trio.run(cache2.ensure, sha, len(data))
+    assert path.read_bytes() == data and good.calls == 2
