@@ -1,0 +1,85 @@
+"""Routes: blob upload, existence checks and (ranged) download."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response, StreamingResponse
+
+from ._auth import Principal, require
+from ._blobs import ByteRange, check_sha, parse_range
+from ._errors import ServiceError
+from ._json import json_response
+from ._metrics import Metrics
+from ._models import MissingBody
+from ._state import run_db, state
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["blobs"])
+
+_CHUNK = 256 * 1024
+_CACHE = "public, max-age=31536000, immutable"
+
+
+@router.post("/blobs/missing")
+async def missing(request: Request, body: MissingBody,
+                  _: Principal = Depends(require("publish"))) -> Response:
+    found = await run_db(state(request).blobs.missing, body.sha256)
+    return json_response({"missing": found})
+
+
+@router.put("/blobs/{sha256}", status_code=201,
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload(request: Request, sha256: str, _: Principal = Depends(require("publish"))) -> Response:
+    check_sha(sha256)
+    st = state(request)
+    limit = st.config.max_blob_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError("payload_too_large", f"a blob is at most {limit} bytes")
+    size, created = await st.blobs.put(sha256, request.stream(), limit)
+    st.metrics.add("blob_bytes_in", size)
+    return json_response({"sha256": sha256, "size": size}, status=201 if created else 200)
+
+
+@router.api_route("/blobs/{sha256}", methods=["GET", "HEAD"])
+async def download(request: Request, sha256: str, _: Principal = Depends(require("read"))) -> Response:
+    st = state(request)
+    path, size = await run_db(st.blobs.require, sha256)
+    etag = f'"{sha256}"'
+    headers = {"ETag": etag, "Cache-Control": _CACHE, "Accept-Ranges": "bytes"}
+    if request.method == "HEAD":
+        return Response(headers={**headers, "Content-Length": str(size)},
+                        media_type="application/octet-stream")
+    if request.headers.get("if-none-match") in (etag, "*"):
+        return Response(status_code=304, headers=headers)
+    wanted: ByteRange | None = None
+    if_range = request.headers.get("if-range")
+    if if_range is None or if_range == etag:
+        wanted = parse_range(request.headers.get("range"), size)
+    if wanted is None:
+        return StreamingResponse(_stream(path, 0, size, st.metrics),
+                                 headers={**headers, "Content-Length": str(size)},
+                                 media_type="application/octet-stream")
+    headers.update({"Content-Length": str(wanted.end - wanted.start),
+                    "Content-Range": f"bytes {wanted.start}-{wanted.end - 1}/{size}"})
+    return StreamingResponse(_stream(path, wanted.start, wanted.end, st.metrics), status_code=206,
+                             headers=headers, media_type="application/octet-stream")
+
+
+async def _stream(path: Path, start: int, end: int, metrics: Metrics) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as f:
+        await f.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = await f.read(min(_CHUNK, left))
+            if not chunk:  # cannot happen to an immutable blob; never loop forever
+                break
+            left -= len(chunk)
+            metrics.add("blob_bytes_out", len(chunk))
+            yield chunk

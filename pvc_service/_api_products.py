@@ -1,0 +1,171 @@
+"""Routes: products, versions, labels, publish and rename."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pvc_client import LATEST, parse_label, parse_pri, parse_ref, parse_time, to_micros, validate_manifest
+from starlette.responses import Response
+
+from . import _catalog, _publish
+from ._auth import Principal, require
+from ._errors import Invalid
+from ._json import json_response
+from ._models import LabelBody, PublishBody, RenameBody
+from ._names import lookup_product, now_us, parse_as_of, product_by_id
+from ._state import run_db, state
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["products"])
+
+AsOf = Query(None, description="answer as the store was at this time (any accepted time form)")
+
+
+async def _read(request: Request, work: Any, *args: Any) -> Any:
+    """Run ``work(conn, *args)`` in a read transaction, in a worker thread."""
+    db = state(request).db
+
+    def call() -> Any:
+        with db.read() as conn:
+            return work(conn, *args)
+
+    return await run_db(call)
+
+
+@router.get("/products")
+async def list_products(request: Request, prefix: str = "", as_of: str | None = AsOf,
+                        limit: int = Query(1000, ge=1, le=100_000), after: str | None = None,
+                        _: Principal = Depends(require("read"))) -> Response:
+    now = now_us()
+    when = parse_as_of(as_of, now)
+    found = await _read(request, _catalog.list_products, when, prefix, after, limit)
+    return json_response({"products": found})
+
+
+@router.get("/products/{pri}")
+async def get_product(request: Request, pri: str, as_of: str | None = AsOf,
+                      _: Principal = Depends(require("read"))) -> Response:
+    name = parse_pri(pri).text
+    when = parse_as_of(as_of, now_us())
+
+    def work(conn: Any) -> dict[str, Any]:
+        return _catalog.product_summary(conn, lookup_product(conn, name, when), when)
+
+    return json_response(await _read(request, work))
+
+
+@router.post("/products/{pri}/rename")
+async def rename_product(request: Request, pri: str, body: RenameBody,
+                         _: Principal = Depends(require("admin"))) -> Response:
+    name = parse_pri(pri).text
+    new_name = parse_pri(body.new_pri).text
+    st = state(request)
+    product, began = await run_db(_publish.rename, st.db, name, new_name)
+    st.notifier.notify()
+    return json_response(await _read(request, _catalog.product_summary, product, began))
+
+
+@router.get("/products/{pri}/versions")
+async def list_versions(request: Request, pri: str, as_of: str | None = AsOf,
+                        _: Principal = Depends(require("read"))) -> Response:
+    name = parse_pri(pri).text
+    when = parse_as_of(as_of, now_us())
+
+    def work(conn: Any) -> list[dict[str, Any]]:
+        return _catalog.list_versions(conn, lookup_product(conn, name, when), when)
+
+    return json_response({"versions": await _read(request, work)})
+
+
+@router.get("/products/{pri}/versions/{sel}")
+async def get_version(request: Request, pri: str, sel: str, as_of: str | None = AsOf,
+                      _: Principal = Depends(require("read"))) -> Response:
+    name = parse_pri(pri).text
+    when = parse_as_of(as_of, now_us())
+
+    def work(conn: Any) -> dict[str, Any]:
+        product = lookup_product(conn, name, when)
+        number = _catalog.find_version(conn, product, sel, when)
+        return _catalog.get_version(conn, product, number, when)
+
+    return json_response(await _read(request, work))
+
+
+@router.post("/products/{pri}/versions", status_code=201)
+async def publish(request: Request, pri: str, body: PublishBody,
+                  who: Principal = Depends(require("publish"))) -> Response:
+    req = _publish.PublishInput(
+        name=parse_pri(pri).text,
+        entries=validate_manifest(body.manifest),
+        dependencies=[parse_ref(d) for d in body.dependencies],
+        labels=[_settable_label(label) for label in body.labels],
+        message=body.message or "",
+        author=who.author(body.author),
+        at_us=None if body.at is None else to_micros(parse_time(body.at)),
+    )
+    st = state(request)
+    done = await run_db(_publish.publish, st.db, req)
+    st.notifier.notify()
+    st.metrics.add("publishes")
+
+    def work(conn: Any) -> dict[str, Any]:
+        product = product_by_id(conn, done.product_id, done.view_us)
+        return _catalog.get_version(conn, product, done.number, done.view_us)
+
+    return json_response(await _read(request, work), status=201)
+
+
+def _settable_label(text: str) -> str:
+    label = parse_label(text)
+    if label == LATEST:
+        raise Invalid("'latest' always means the newest version; it cannot be set")
+    return label
+
+
+@router.get("/products/{pri}/labels")
+async def get_labels(request: Request, pri: str, as_of: str | None = AsOf,
+                     _: Principal = Depends(require("read"))) -> Response:
+    name = parse_pri(pri).text
+    when = parse_as_of(as_of, now_us())
+
+    def work(conn: Any) -> dict[str, int]:
+        return _catalog.product_labels(conn, lookup_product(conn, name, when), when)
+
+    return json_response({"labels": await _read(request, work)})
+
+
+@router.put("/products/{pri}/labels/{label}")
+async def set_label(request: Request, pri: str, label: str, body: LabelBody,
+                    who: Principal = Depends(require("publish"))) -> Response:
+    name = parse_pri(pri).text
+    label = _settable_label(label)
+    st = state(request)
+    moved = await run_db(_publish.set_label, st.db, name, label, body.version, who.author(body.author))
+    st.notifier.notify()
+    return json_response(moved)
+
+
+@router.delete("/products/{pri}/labels/{label}", status_code=204)
+async def delete_label(request: Request, pri: str, label: str,
+                       who: Principal = Depends(require("publish"))) -> Response:
+    name = parse_pri(pri).text
+    label = _settable_label(label)
+    st = state(request)
+    await run_db(_publish.delete_label, st.db, name, label, who.author(None))
+    st.notifier.notify()
+    return Response(status_code=204)
+
+
+@router.get("/products/{pri}/labels/{label}/history")
+async def label_history(request: Request, pri: str, label: str, as_of: str | None = AsOf,
+                        _: Principal = Depends(require("read"))) -> Response:
+    name = parse_pri(pri).text
+    label = parse_label(label)
+    when = parse_as_of(as_of, now_us())
+
+    def work(conn: Any) -> list[dict[str, Any]]:
+        return _catalog.label_history(conn, lookup_product(conn, name, when), label, when)
+
+    return json_response({"history": await _read(request, work)})

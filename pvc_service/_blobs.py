@@ -1,0 +1,183 @@
+"""The content-addressed blob store: ``DIR/blobs/ab/cd/<sha256>``.
+
+An upload is streamed to a temporary file in the same filesystem while it is
+hashed; only a body that hashes to its name is fsynced and renamed into place,
+so a stored blob is always complete and correct, and a failed upload leaves
+nothing behind. Paths are only ever built from a validated 64-hex name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ._db import Database
+from ._errors import Invalid, NotFound, ServiceError
+from ._names import chunks, now_us
+from ._schema import blobs
+
+__all__ = ["BlobStore", "check_sha", "ByteRange", "parse_range"]
+
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+# hashing and writing happen in a worker thread, a few chunks at a time
+_FLUSH_BYTES = 1 << 20
+
+
+def check_sha(sha: str) -> str:
+    if _SHA_RE.fullmatch(sha) is None:
+        raise Invalid(f"{sha[:80]!r}: a blob name is 64 lowercase hex characters (its sha256)")
+    return sha
+
+
+class BlobStore:
+    def __init__(self, root: Path, db: Database) -> None:
+        self.root = root
+        self.db = db
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        # leftovers of uploads interrupted by a crash
+        for stale in self.tmp.iterdir():
+            stale.unlink(missing_ok=True)
+
+    def path(self, sha: str) -> Path:
+        check_sha(sha)
+        return self.root / sha[:2] / sha[2:4] / sha
+
+    def size(self, sha: str) -> int | None:
+        """The stored blob's size, or None. Only complete blobs are ever at their path."""
+        try:
+            return self.path(sha).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def missing(self, shas: Iterable[str]) -> list[str]:
+        wanted = sorted({check_sha(s) for s in shas})
+        have: set[str] = set()
+        with self.db.read() as conn:
+            for batch in chunks(wanted):  # type: ignore[arg-type]
+                have.update(conn.execute(select(blobs.c.sha256).where(blobs.c.sha256.in_(batch))).scalars())
+        return [s for s in wanted if s not in have]
+
+    async def put(self, sha: str, body: AsyncIterator[bytes], limit: int) -> tuple[int, bool]:
+        """Store a blob from a byte stream. Returns (size, created)."""
+        final = self.path(sha)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="up-")
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                pending: list[bytes] = []
+                pending_bytes = 0
+
+                def flush(parts: list[bytes]) -> None:
+                    for part in parts:
+                        digest.update(part)
+                        out.write(part)
+
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > limit:
+                        raise ServiceError("payload_too_large", f"a blob is at most {limit} bytes")
+                    pending.append(chunk)
+                    pending_bytes += len(chunk)
+                    if pending_bytes >= _FLUSH_BYTES:
+                        await anyio.to_thread.run_sync(flush, pending)
+                        pending, pending_bytes = [], 0
+                await anyio.to_thread.run_sync(flush, pending)
+                if digest.hexdigest() != sha:
+                    raise ServiceError("hash_mismatch",
+                                       f"the body hashes to {digest.hexdigest()}, not {sha}")
+                await anyio.to_thread.run_sync(_sync, out)
+            created = await anyio.to_thread.run_sync(self._install, tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(self._record, sha, size)
+        return size, created
+
+    def _install(self, tmp: Path, final: Path) -> bool:
+        existed = final.exists()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)  # same content if it existed: replacing is harmless
+        _fsync_dir(final.parent)
+        return not existed
+
+    def _record(self, sha: str, size: int) -> None:
+        insert = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(blobs)
+        with self.db.write() as conn:
+            conn.execute(insert.values(sha256=sha, size=size, created_us=now_us())
+                         .on_conflict_do_nothing(index_elements=["sha256"]))
+
+    def require(self, sha: str) -> tuple[Path, int]:
+        path = self.path(sha)
+        try:
+            return path, path.stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"no blob {sha}") from None
+
+
+def _sync(f: object) -> None:
+    f.flush()  # type: ignore[attr-defined]
+    os.fsync(f.fileno())  # type: ignore[attr-defined]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # exclusive
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """One ``bytes=`` range of a ``Range`` header, or None to send the whole blob.
+
+    Headers this does not understand, and multi-range requests, are answered
+    with the whole blob, as RFC 9110 allows. A range that starts beyond the end
+    raises a 416 error.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix < 0:
+                return None
+            if suffix == 0:
+                raise _unsatisfiable(size)
+            return ByteRange(max(0, size - suffix), size)
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start < 0 or end <= start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    return ByteRange(start, min(end, size))
+
+
+def _unsatisfiable(size: int) -> ServiceError:
+    return ServiceError("range_not_satisfiable", f"the blob has {size} bytes",
+                        headers={"Content-Range": f"bytes */{size}"})

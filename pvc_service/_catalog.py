@@ -1,0 +1,147 @@
+"""Reading products, versions and labels as of a time (the JSON objects of docs/api.md)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pvc_client import LATEST, format_time, from_micros, is_label
+from sqlalchemy import Connection, Row, func, select
+
+from ._errors import Invalid, NotFound
+from ._names import (
+    Product,
+    aliases_of,
+    canonical_names,
+    canonical_names_query,
+    chunks,
+    labels_as_of,
+    latest_numbers,
+)
+from ._schema import dependencies, label_moves, products, versions
+
+__all__ = ["iso", "product_summary", "list_products", "list_versions", "get_version",
+           "find_version", "product_labels", "label_history", "dependency_refs"]
+
+_NUMBER_RE = re.compile(r"[1-9][0-9]{0,9}")
+
+
+def iso(us: int) -> str:
+    return format_time(from_micros(us))
+
+
+def product_summary(conn: Connection, product: Product, as_of: int) -> dict[str, Any]:
+    aliases = aliases_of(conn, [product.id], as_of, {product.id: (product.pri, product.began_us)})
+    latest = latest_numbers(conn, [product.id], as_of)
+    return {"pri": product.pri, "product_id": product.id, "aliases": aliases.get(product.id, []),
+            "created_at": iso(product.created_us), "latest": latest.get(product.id)}
+
+
+def list_products(conn: Connection, as_of: int, prefix: str, after: str | None,
+                  limit: int) -> list[dict[str, Any]]:
+    names = canonical_names_query(as_of).subquery()
+    query = (
+        select(names.c.product_id, names.c.name, names.c.began_us, products.c.created_us)
+        .join(products, products.c.id == names.c.product_id)
+        .where(products.c.created_us <= as_of)
+    )
+    if prefix:
+        query = query.where(names.c.name.startswith(prefix, autoescape=True))
+    if after:
+        query = query.where(names.c.name > after)
+    rows = conn.execute(query.order_by(names.c.name).limit(limit)).all()
+    ids = [r.product_id for r in rows]
+    canonical = {r.product_id: (r.name, r.began_us) for r in rows}
+    aliases = aliases_of(conn, ids, as_of, canonical)
+    latest = latest_numbers(conn, ids, as_of)
+    return [
+        {"pri": r.name, "product_id": r.product_id, "aliases": aliases.get(r.product_id, []),
+         "created_at": iso(r.created_us), "latest": latest.get(r.product_id)}
+        for r in rows
+    ]
+
+
+def dependency_refs(conn: Connection, version_ids: list[int], as_of: int) -> dict[int, list[str]]:
+    """version id -> its dependencies spelled ``PRI@N`` with names as of a time."""
+    raw: dict[int, list[tuple[int, int]]] = {}
+    for batch in chunks(version_ids):
+        rows = conn.execute(
+            select(dependencies.c.version_id, dependencies.c.dep_product_id, dependencies.c.dep_number)
+            .where(dependencies.c.version_id.in_(batch))
+            .order_by(dependencies.c.version_id, dependencies.c.position)
+        )
+        for r in rows:
+            raw.setdefault(r.version_id, []).append((r.dep_product_id, r.dep_number))
+    names = canonical_names(conn, {pid for deps in raw.values() for pid, _ in deps}, as_of)
+    return {vid: [f"{names[pid][0]}@{n}" for pid, n in deps] for vid, deps in raw.items()}
+
+
+def _summary(product: Product, row: Row[Any], deps: list[str]) -> dict[str, Any]:
+    return {"pri": product.pri, "product_id": product.id, "number": row.number,
+            "ref": f"{product.pri}@{row.number}", "created_at": iso(row.created_us),
+            "author": row.author, "message": row.message, "dependencies": deps}
+
+
+def list_versions(conn: Connection, product: Product, as_of: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(versions.c.id, versions.c.number, versions.c.created_us, versions.c.author,
+               versions.c.message)
+        .where(versions.c.product_id == product.id, versions.c.created_us <= as_of)
+        .order_by(versions.c.number)
+    ).all()
+    deps = dependency_refs(conn, [r.id for r in rows], as_of)
+    return [_summary(product, r, deps.get(r.id, [])) for r in rows]
+
+
+def find_version(conn: Connection, product: Product, selector: str, as_of: int) -> int:
+    """The number a selector (``N``, a label or ``latest``) denotes as of a time."""
+    visible = (versions.c.product_id == product.id, versions.c.created_us <= as_of)
+    if selector == LATEST:
+        number = conn.execute(select(func.max(versions.c.number)).where(*visible)).scalar()
+        if number is None:
+            raise NotFound(f"{product.pri} has no version as of {iso(as_of)}")
+        return int(number)
+    if _NUMBER_RE.fullmatch(selector):
+        number = int(selector)
+        found = conn.execute(select(versions.c.id).where(*visible, versions.c.number == number)).first()
+        if found is None:
+            raise NotFound(f"no version {product.pri}@{number} as of {iso(as_of)}")
+        return number
+    if not is_label(selector):
+        raise Invalid(f"{selector!r}: a version is N (>= 1, no leading zeros), a label or 'latest'",
+                      "invalid_pri")
+    labels = labels_as_of(conn, [product.id], as_of).get(product.id, {})
+    if selector not in labels:
+        raise NotFound(f"no label {product.pri}@{selector} as of {iso(as_of)}")
+    return labels[selector]
+
+
+def get_version(conn: Connection, product: Product, number: int, as_of: int) -> dict[str, Any]:
+    row = conn.execute(
+        select(versions).where(versions.c.product_id == product.id, versions.c.number == number,
+                               versions.c.created_us <= as_of)
+    ).first()
+    if row is None:
+        raise NotFound(f"no version {product.pri}@{number} as of {iso(as_of)}")
+    out = _summary(product, row, dependency_refs(conn, [row.id], as_of).get(row.id, []))
+    labels = labels_as_of(conn, [product.id], as_of).get(product.id, {})
+    out["manifest"] = row.manifest
+    out["labels"] = sorted(name for name, n in labels.items() if n == number)
+    return out
+
+
+def product_labels(conn: Connection, product: Product, as_of: int) -> dict[str, int]:
+    return labels_as_of(conn, [product.id], as_of).get(product.id, {})
+
+
+def label_history(conn: Connection, product: Product, label: str, as_of: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(label_moves.c.number, label_moves.c.moved_us, label_moves.c.author)
+        .where(label_moves.c.product_id == product.id, label_moves.c.label == label,
+               label_moves.c.moved_us <= as_of)
+        .order_by(label_moves.c.moved_us, label_moves.c.id)
+    ).all()
+    if not rows:
+        raise NotFound(f"no label {product.pri}@{label} as of {iso(as_of)}")
+    return [{"version": r.number, "moved_at": iso(r.moved_us), "author": r.author} for r in rows]
+

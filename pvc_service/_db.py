@@ -1,0 +1,139 @@
+"""The database connection: engine set-up, transactions, schema creation, outages.
+
+Two kinds of transaction, both synchronous (the routes run them in worker
+threads):
+
+- ``read()``: a consistent snapshot. On PostgreSQL ``REPEATABLE READ`` so that a
+  graph and its feed cursor are read at the same instant; on SQLite (WAL) a
+  deferred transaction already reads one snapshot.
+- ``write()``: serialized with every other write. SQLite starts it with
+  ``BEGIN IMMEDIATE`` (a deferred transaction that later wants to write fails
+  with SQLITE_BUSY instead of waiting); PostgreSQL takes one transaction-level
+  advisory lock. Serializing writes is what makes event ids appear in commit
+  order (a feed reader at cursor N can never later see an event < N appear),
+  and it makes version numbering trivially race-free; publishes are short, so
+  the cost is small. The unique constraint on (product, number) stays as the
+  last line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event, exc, select, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from ._schema import SCHEMA_VERSION, meta, metadata
+
+__all__ = ["Database", "normalize_db_url", "is_outage", "SchemaError"]
+
+log = logging.getLogger("pvc_service.db")
+
+# Any constant: the key of the advisory lock that serializes writers.
+_WRITE_LOCK_KEY = 0x50564331  # "PVC1"
+_WRITE_OPTION = "pvc_write"
+
+
+class SchemaError(RuntimeError):
+    """The database holds a schema this service does not know."""
+
+
+def normalize_db_url(url: str | None, data_dir: Path) -> str:
+    """The SQLAlchemy URL to use: SQLite in the data directory by default.
+
+    ``postgresql://`` (as psql and libpq spell it) is rewritten to the psycopg 3
+    driver, the one the project installs.
+    """
+    if not url:
+        return f"sqlite:///{(data_dir / 'pvc.sqlite3').resolve()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    parsed = make_url(url)  # raises ArgumentError on nonsense
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    return url
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether an exception means the database is unreachable (retry later)."""
+    if isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)):
+        return True
+    return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        backend = make_url(url).get_backend_name()
+        if backend == "sqlite":
+            # sqlite3's own timeout is its busy handler: writers wait for each other
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_timeout=30,
+                          connect_args={"connect_timeout": 10})
+        self.engine: Engine = create_engine(url, **kwargs)
+        self.dialect: str = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            self._setup_sqlite()
+
+    def _setup_sqlite(self) -> None:
+        @event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+            # take transaction control away from the sqlite3 module so that
+            # BEGIN is ours (and can be IMMEDIATE)
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get(_WRITE_OPTION, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ",
+                                              postgresql_readonly=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITE_LOCK_KEY})
+                yield conn
+
+    def create_schema(self) -> None:
+        """Create missing tables and check (or record) the schema version."""
+        metadata.create_all(self.engine)
+        with self.write() as conn:
+            stored = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if stored is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(stored) > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"the database has schema version {stored}, newer than this service's "
+                    f"{SCHEMA_VERSION}: upgrade the service"
+                )
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,64 @@
+"""Request bodies (pydantic). Unknown fields are refused so that typos do not pass silently.
+
+Only the shape is checked here; the grammar (PRIs, labels, times, manifest
+rules) is checked by ``pvc_client``'s parsers in the routes, which give the
+specific error codes of docs/api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["PublishBody", "RenameBody", "LabelBody", "MissingBody", "ClosureBody", "WorkspaceBody",
+           "SnapshotBody"]
+
+_TEXT = 256
+_MESSAGE = 64 * 1024
+_LIST = 100_000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PublishBody(_Body):
+    # entries stay raw so that validate_manifest gives the precise reason
+    manifest: list[Any] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list, max_length=_LIST)
+    labels: list[str] = Field(default_factory=list, max_length=1000)
+    message: str | None = Field(None, max_length=_MESSAGE)
+    author: str | None = Field(None, max_length=_TEXT)
+    at: str | None = Field(None, max_length=_TEXT, description="publish time (any accepted time form)")
+
+
+class RenameBody(_Body):
+    new_pri: str = Field(max_length=1024)
+
+
+class LabelBody(_Body):
+    version: int = Field(ge=1)
+    author: str | None = Field(None, max_length=_TEXT)
+
+
+class MissingBody(_Body):
+    sha256: list[str] = Field(max_length=1_000_000)
+
+
+class ClosureBody(_Body):
+    roots: list[str] = Field(min_length=1, max_length=_LIST)
+    as_of: str | None = Field(None, max_length=_TEXT)
+
+
+class WorkspaceBody(_Body):
+    roots: list[str] = Field(default_factory=list, max_length=_LIST)
+    strategy: str = Field("latest", max_length=64)
+    pin: str | None = Field(None, max_length=_TEXT)
+    prefer: list[str] = Field(default_factory=list, max_length=1000)
+    overrides: list[str] = Field(default_factory=list, max_length=_LIST)
+    author: str | None = Field(None, max_length=_TEXT)
+
+
+class SnapshotBody(_Body):
+    record: dict[str, Any]

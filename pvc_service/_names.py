@@ -1,0 +1,165 @@
+"""Product names as of a time: lookup, canonical names, aliases, visibility.
+
+A product is visible as of T when its first version was created at or before
+T. A name resolves as of T when it had begun by T; the canonical name is the
+newest such name. All helpers take a set of product ids (or None for all) and
+answer in a few set-based queries, so they serve one product and 100k alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from pvc_client import PVCError, format_time, from_micros, parse_time, to_micros, utcnow
+from sqlalchemy import Connection, Select, func, select
+
+from ._errors import NotFound, from_client_error
+from ._schema import label_moves, product_names, products, versions
+
+__all__ = ["now_us", "parse_as_of", "chunks", "lookup_product", "canonical_names_query",
+           "canonical_names", "aliases_of", "latest_numbers", "labels_as_of", "Product",
+           "product_by_id"]
+
+# Bound parameters per IN (...) list: well under SQLite's and PostgreSQL's limits.
+CHUNK = 900
+
+
+def now_us() -> int:
+    return to_micros(utcnow())
+
+
+def parse_as_of(text: str | None, now: int) -> int:
+    if text is None or text == "":
+        return now
+    try:
+        return to_micros(parse_time(text))
+    except PVCError as error:
+        raise from_client_error(error) from None
+
+
+def chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
+    batch: list[int] = []
+    for i in ids:
+        batch.append(i)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Product:
+    """A product found by name as of a time."""
+
+    __slots__ = ("id", "pri", "created_us", "began_us")
+
+    def __init__(self, id: int, pri: str, created_us: int, began_us: int) -> None:
+        self.id = id
+        self.pri = pri  # the canonical name as of the lookup time
+        self.created_us = created_us
+        self.began_us = began_us  # when that canonical name began
+
+
+def lookup_product(conn: Connection, name: str, as_of: int, *, required: bool = True) -> Product | None:
+    """The product a name (canonical or alias) denotes as of a time."""
+    row = conn.execute(
+        select(products.c.id, products.c.created_us)
+        .join(product_names, product_names.c.product_id == products.c.id)
+        .where(product_names.c.name == name, product_names.c.began_us <= as_of,
+               products.c.created_us <= as_of)
+    ).first()
+    if row is None:
+        if required:
+            raise NotFound(f"no product {name!r} as of {format_time(from_micros(as_of))}")
+        return None
+    canonical = canonical_names(conn, [row.id], as_of)[row.id]
+    return Product(row.id, canonical[0], row.created_us, canonical[1])
+
+
+def canonical_names_query(as_of: int, ids: Sequence[int] | None = None) -> Select[Any]:
+    """(product_id, name, began_us) of each product's canonical name as of a time."""
+    rank = func.row_number().over(
+        partition_by=product_names.c.product_id,
+        order_by=(product_names.c.began_us.desc(), product_names.c.id.desc()),
+    ).label("rank")
+    inner = select(product_names.c.product_id, product_names.c.name, product_names.c.began_us, rank)
+    inner = inner.where(product_names.c.began_us <= as_of)
+    if ids is not None:
+        inner = inner.where(product_names.c.product_id.in_(ids))
+    sub = inner.subquery()
+    return select(sub.c.product_id, sub.c.name, sub.c.began_us).where(sub.c.rank == 1)
+
+
+def canonical_names(conn: Connection, ids: Iterable[int] | None, as_of: int) -> dict[int, tuple[str, int]]:
+    """product id -> (canonical name, began_us) as of a time."""
+    out: dict[int, tuple[str, int]] = {}
+    batches: Iterable[list[int] | None] = [None] if ids is None else chunks(ids)
+    for batch in batches:
+        for row in conn.execute(canonical_names_query(as_of, batch)):
+            out[row.product_id] = (row.name, row.began_us)
+    return out
+
+
+def aliases_of(conn: Connection, ids: Iterable[int] | None, as_of: int,
+               canonical: dict[int, tuple[str, int]]) -> dict[int, list[str]]:
+    """product id -> older names that existed as of a time, sorted."""
+    out: dict[int, list[str]] = {}
+    batches: Iterable[list[int] | None] = [None] if ids is None else chunks(ids)
+    for batch in batches:
+        query = select(product_names.c.product_id, product_names.c.name).where(
+            product_names.c.began_us <= as_of)
+        if batch is not None:
+            query = query.where(product_names.c.product_id.in_(batch))
+        for row in conn.execute(query):
+            current = canonical.get(row.product_id)
+            if current is not None and row.name != current[0]:
+                out.setdefault(row.product_id, []).append(row.name)
+    for names in out.values():
+        names.sort()
+    return out
+
+
+def latest_numbers(conn: Connection, ids: Iterable[int], as_of: int) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for batch in chunks(ids):
+        rows = conn.execute(
+            select(versions.c.product_id, func.max(versions.c.number))
+            .where(versions.c.product_id.in_(batch), versions.c.created_us <= as_of)
+            .group_by(versions.c.product_id)
+        )
+        out.update({r[0]: r[1] for r in rows})
+    return out
+
+
+def labels_as_of(conn: Connection, ids: Iterable[int] | None, as_of: int) -> dict[int, dict[str, int]]:
+    """product id -> {label: number} as of a time (deleted labels left out)."""
+    out: dict[int, dict[str, int]] = {}
+    batches: Iterable[list[int] | None] = [None] if ids is None else chunks(ids)
+    for batch in batches:
+        rank = func.row_number().over(
+            partition_by=(label_moves.c.product_id, label_moves.c.label),
+            order_by=(label_moves.c.moved_us.desc(), label_moves.c.id.desc()),
+        ).label("rank")
+        inner = select(label_moves.c.product_id, label_moves.c.label, label_moves.c.number, rank).where(
+            label_moves.c.moved_us <= as_of)
+        if batch is not None:
+            inner = inner.where(label_moves.c.product_id.in_(batch))
+        sub = inner.subquery()
+        rows = conn.execute(select(sub.c.product_id, sub.c.label, sub.c.number)
+                            .where(sub.c.rank == 1, sub.c.number.is_not(None)))
+        for row in rows:
+            out.setdefault(row.product_id, {})[row.label] = row.number
+    for labels in out.values():
+        # stable order in answers
+        items = sorted(labels.items())
+        labels.clear()
+        labels.update(items)
+    return out
+
+
+def product_by_id(conn: Connection, product_id: int, as_of: int) -> Product:
+    """A product known by id, named as of a time (a time at which it is visible)."""
+    created = conn.execute(select(products.c.created_us).where(products.c.id == product_id)).scalar_one()
+    name, began = canonical_names(conn, [product_id], max(as_of, created))[product_id]
+    return Product(product_id, name, created, began)

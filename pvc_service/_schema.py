@@ -1,0 +1,165 @@
+"""The storage schema (SQLAlchemy Core), identical on SQLite and PostgreSQL.
+
+Times are integer microseconds since the epoch (``pvc_client.to_micros``):
+exact to compare, and the same on both databases. JSON documents are kept as
+compact text so that both databases store exactly what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["SCHEMA_VERSION", "metadata", "meta", "products", "product_names", "versions",
+           "dependencies", "blobs", "label_moves", "events", "workspaces",
+           "workspace_revisions", "snapshots", "ALL_TABLES"]
+
+# Bumped by every schema change; a migration step reads the stored value.
+SCHEMA_VERSION = 1
+
+# SQLite only auto-increments an ``INTEGER PRIMARY KEY`` (not BIGINT), so ids
+# are BIGINT on PostgreSQL and INTEGER (which is 64-bit there anyway) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class CompactJSON(TypeDecorator[Any]):
+    """JSON stored as compact text (no spaces), decoded on read."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "pvc_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+products = Table(
+    "products", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # the time of the first version: before it the product does not exist
+    Column("created_us", BigInteger, nullable=False),
+)
+
+# Every name a product ever had. A name is never reused, so an old name keeps
+# resolving to its product; the canonical name as of T is the newest with
+# began_us <= T (ties broken by id).
+product_names = Table(
+    "product_names", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("product_id", Id, ForeignKey("products.id"), nullable=False),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("began_us", BigInteger, nullable=False),
+    Index("ix_product_names_product", "product_id", "began_us"),
+)
+
+versions = Table(
+    "versions", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("product_id", Id, ForeignKey("products.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("author", String(256), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("manifest", CompactJSON, nullable=False),
+    # the guard against two concurrent publishes taking the same number
+    UniqueConstraint("product_id", "number", name="uq_versions_product_number"),
+    Index("ix_versions_created", "created_us"),
+)
+
+dependencies = Table(
+    "dependencies", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("version_id", Id, ForeignKey("versions.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("dep_product_id", Id, ForeignKey("products.id"), nullable=False),
+    Column("dep_number", Integer, nullable=False),
+    Index("ix_dependencies_version", "version_id", "position"),
+)
+
+blobs = Table(
+    "blobs", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+# Label history: the position as of T is the newest move at or before T; a
+# deletion is a move to NULL.
+label_moves = Table(
+    "label_moves", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("product_id", Id, ForeignKey("products.id"), nullable=False),
+    Column("label", String(255), nullable=False),
+    Column("number", Integer, nullable=True),
+    Column("moved_us", BigInteger, nullable=False),
+    Column("author", String(256), nullable=False),
+    Index("ix_label_moves_lookup", "product_id", "label", "moved_us"),
+)
+
+# The change feed: the id is the cursor. AUTOINCREMENT on SQLite so an id is
+# never handed out twice.
+events = Table(
+    "events", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("time_us", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("pri", String(255), nullable=True),
+    Column("data", CompactJSON, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+workspaces = Table(
+    "workspaces", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+workspace_revisions = Table(
+    "workspace_revisions", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("changed_us", BigInteger, nullable=False),
+    Column("author", String(256), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("spec", CompactJSON, nullable=False),
+    UniqueConstraint("workspace_id", "revision", name="uq_workspace_revision"),
+)
+
+snapshots = Table(
+    "snapshots", metadata,
+    Column("id", String(16), primary_key=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("record", CompactJSON, nullable=False),
+)
+
+ALL_TABLES = [t.name for t in metadata.sorted_tables]

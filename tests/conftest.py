@@ -1,0 +1,40 @@
+"""Fixtures shared by every suite: a running PVC service, and a PostgreSQL database.
+
+- ``pvc_service``: a fresh service subprocess over SQLite (function scope);
+  ``pvc_url`` is its base URL (the API is under ``/api/v1``).
+- ``pg_url``: a fresh PostgreSQL database per test module, on the server named
+  by ``PRODFS_TEST_PG_URL`` (``scripts/pg-test-server.sh start DIR`` prints one).
+  Without it the test is skipped, or fails when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.service import Service, pg_database, running_service
+
+
+@pytest.fixture
+def pvc_service(tmp_path: Path) -> Iterator[Service]:
+    with running_service(tmp_path / "pvc-data") as service:
+        yield service
+
+
+@pytest.fixture
+def pvc_url(pvc_service: Service) -> str:
+    return pvc_service.url
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    base = os.environ.get("PRODFS_TEST_PG_URL")
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail("PRODFS_TEST_PG_URL is not set: CI must run the PostgreSQL tests")
+        pytest.skip("PRODFS_TEST_PG_URL is not set (scripts/pg-test-server.sh start DIR prints one)")
+    with pg_database(base) as url:
+        yield url
