@@ -1,9 +1,47 @@
-"""Routes: graph (being written)."""
+"""Routes: the whole-store graph (``/index``) and a dependency closure (``/closure``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pvc_client import parse_ref
+from starlette.responses import Response
+
+from ._auth import Principal, require
+from ._graph import closure_graph, index_graph
+from ._json import json_response
+from ._models import ClosureBody
+from ._names import now_us, parse_as_of
+from ._state import run_db, state
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["graph"])
+
+
+@router.get("/index")
+async def index(request: Request, as_of: str | None = None, prefix: str = Query("", max_length=255),
+                _: Principal = Depends(require("read"))) -> Response:
+    when = parse_as_of(as_of, now_us())
+    db = state(request).db
+
+    def work() -> dict[str, Any]:
+        with db.read() as conn:
+            return index_graph(conn, when, prefix)
+
+    return json_response(await run_db(work))
+
+
+@router.post("/closure")
+async def closure(request: Request, body: ClosureBody, as_of: str | None = None,
+                  _: Principal = Depends(require("read"))) -> Response:
+    when = parse_as_of(body.as_of if body.as_of is not None else as_of, now_us())
+    roots = [(text, parse_ref(text)) for text in body.roots]
+    db = state(request).db
+
+    def work() -> dict[str, Any]:
+        with db.read() as conn:
+            return closure_graph(conn, when, roots)
+
+    return json_response(await run_db(work))

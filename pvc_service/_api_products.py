@@ -14,7 +14,7 @@ from ._errors import Invalid
 from ._json import json_response
 from ._models import LabelBody, PublishBody, RenameBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
-from ._state import run_db, state
+from ._state import run_db, run_read, state
 
 __all__ = ["router"]
 
@@ -23,24 +23,13 @@ router = APIRouter(tags=["products"])
 AsOf = Query(None, description="answer as the store was at this time (any accepted time form)")
 
 
-async def _read(request: Request, work: Any, *args: Any) -> Any:
-    """Run ``work(conn, *args)`` in a read transaction, in a worker thread."""
-    db = state(request).db
-
-    def call() -> Any:
-        with db.read() as conn:
-            return work(conn, *args)
-
-    return await run_db(call)
-
-
 @router.get("/products")
 async def list_products(request: Request, prefix: str = "", as_of: str | None = AsOf,
                         limit: int = Query(1000, ge=1, le=100_000), after: str | None = None,
                         _: Principal = Depends(require("read"))) -> Response:
     now = now_us()
     when = parse_as_of(as_of, now)
-    found = await _read(request, _catalog.list_products, when, prefix, after, limit)
+    found = await run_read(request, _catalog.list_products, when, prefix, after, limit)
     return json_response({"products": found})
 
 
@@ -53,7 +42,7 @@ async def get_product(request: Request, pri: str, as_of: str | None = AsOf,
     def work(conn: Any) -> dict[str, Any]:
         return _catalog.product_summary(conn, lookup_product(conn, name, when), when)
 
-    return json_response(await _read(request, work))
+    return json_response(await run_read(request, work))
 
 
 @router.post("/products/{pri}/rename")
@@ -64,7 +53,7 @@ async def rename_product(request: Request, pri: str, body: RenameBody,
     st = state(request)
     product, began = await run_db(_publish.rename, st.db, name, new_name)
     st.notifier.notify()
-    return json_response(await _read(request, _catalog.product_summary, product, began))
+    return json_response(await run_read(request, _catalog.product_summary, product, began))
 
 
 @router.get("/products/{pri}/versions")
@@ -76,7 +65,7 @@ async def list_versions(request: Request, pri: str, as_of: str | None = AsOf,
     def work(conn: Any) -> list[dict[str, Any]]:
         return _catalog.list_versions(conn, lookup_product(conn, name, when), when)
 
-    return json_response({"versions": await _read(request, work)})
+    return json_response({"versions": await run_read(request, work)})
 
 
 @router.get("/products/{pri}/versions/{sel}")
@@ -90,7 +79,7 @@ async def get_version(request: Request, pri: str, sel: str, as_of: str | None = 
         number = _catalog.find_version(conn, product, sel, when)
         return _catalog.get_version(conn, product, number, when)
 
-    return json_response(await _read(request, work))
+    return json_response(await run_read(request, work))
 
 
 @router.post("/products/{pri}/versions", status_code=201)
@@ -114,7 +103,7 @@ async def publish(request: Request, pri: str, body: PublishBody,
         product = product_by_id(conn, done.product_id, done.view_us)
         return _catalog.get_version(conn, product, done.number, done.view_us)
 
-    return json_response(await _read(request, work), status=201)
+    return json_response(await run_read(request, work), status=201)
 
 
 def _settable_label(text: str) -> str:
@@ -133,7 +122,7 @@ async def get_labels(request: Request, pri: str, as_of: str | None = AsOf,
     def work(conn: Any) -> dict[str, int]:
         return _catalog.product_labels(conn, lookup_product(conn, name, when), when)
 
-    return json_response({"labels": await _read(request, work)})
+    return json_response({"labels": await run_read(request, work)})
 
 
 @router.put("/products/{pri}/labels/{label}")
@@ -168,4 +157,4 @@ async def label_history(request: Request, pri: str, label: str, as_of: str | Non
     def work(conn: Any) -> list[dict[str, Any]]:
         return _catalog.label_history(conn, lookup_product(conn, name, when), label, when)
 
-    return json_response({"history": await _read(request, work)})
+    return json_response({"history": await run_read(request, work)})

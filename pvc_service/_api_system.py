@@ -59,7 +59,6 @@ async def events(request: Request, after: int = Query(0, ge=0), timeout: float =
         remaining = deadline - anyio.current_time()
         if found or remaining <= 0 or st.stopping:
             break
-        with anyio.move_on_after(min(remaining, st.config.event_poll_seconds)):
-            await wake.wait()
+        await st.notifier.wait(wake, min(remaining, st.config.event_poll_seconds))
     cursor = found[-1]["id"] if found else after
     return json_response({"events": found, "cursor": cursor})

@@ -1,9 +1,79 @@
-"""Routes: workspaces (being written)."""
+"""Routes: workspaces and snapshots."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from . import _workspaces as ws
+from ._auth import Principal, require
+from ._json import json_response
+from ._models import SnapshotBody, WorkspaceBody
+from ._names import now_us, parse_as_of
+from ._state import run_db, run_read, state
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["workspaces"])
+
+
+@router.get("/workspaces")
+async def list_workspaces(request: Request, as_of: str | None = None,
+                          _: Principal = Depends(require("read"))) -> Response:
+    when = parse_as_of(as_of, now_us())
+    return json_response({"workspaces": await run_read(request, ws.list_workspaces, when)})
+
+
+@router.get("/workspaces/{name}")
+async def get_workspace(request: Request, name: str, as_of: str | None = None,
+                        _: Principal = Depends(require("read"))) -> Response:
+    ws.check_name(name)
+    when = parse_as_of(as_of, now_us())
+    return json_response(await run_read(request, ws.get_workspace, name, when))
+
+
+@router.put("/workspaces/{name}")
+async def put_workspace(request: Request, name: str, body: WorkspaceBody,
+                        who: Principal = Depends(require("publish"))) -> Response:
+    ws.check_name(name)
+    spec = ws.normalize_spec(body)
+    st = state(request)
+    saved = await run_db(ws.put_workspace, st.db, name, spec, who.author(body.author))
+    st.notifier.notify()
+    return json_response(saved)
+
+
+@router.delete("/workspaces/{name}", status_code=204)
+async def delete_workspace(request: Request, name: str,
+                           who: Principal = Depends(require("publish"))) -> Response:
+    ws.check_name(name)
+    st = state(request)
+    await run_db(ws.delete_workspace, st.db, name, who.author(None))
+    st.notifier.notify()
+    return Response(status_code=204)
+
+
+@router.get("/workspaces/{name}/history")
+async def workspace_history(request: Request, name: str, as_of: str | None = None,
+                            _: Principal = Depends(require("read"))) -> Response:
+    ws.check_name(name)
+    when = parse_as_of(as_of, now_us())
+    return json_response({"history": await run_read(request, ws.workspace_history, name, when)})
+
+
+@router.post("/snapshots", status_code=201)
+async def create_snapshot(request: Request, body: SnapshotBody,
+                          _: Principal = Depends(require("publish"))) -> Response:
+    st = state(request)
+    snapshot, created = await run_db(ws.create_snapshot, st.db, body.record)
+    if created:
+        st.notifier.notify()
+    return json_response(snapshot, status=201 if created else 200)
+
+
+@router.get("/snapshots/{sid}")
+async def get_snapshot(request: Request, sid: str, _: Principal = Depends(require("read"))) -> Response:
+    ws.check_snapshot_id(sid)
+    return json_response(await run_read(request, ws.get_snapshot, sid))

@@ -35,10 +35,8 @@ def current_cursor(conn: Connection) -> int:
 
 
 def event_json(row: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": row.id, "time": format_time(from_micros(row.time_us)),
-                           "kind": row.kind, "pri": row.pri}
-    out.update(row.data)
-    return out
+    base = {"id": row.id, "time": format_time(from_micros(row.time_us)), "kind": row.kind, "pri": row.pri}
+    return {**row.data, **base}  # the kind's fields never shadow the cursor
 
 
 def events_after(conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:
@@ -58,11 +56,21 @@ class Notifier:
 
     def __init__(self) -> None:
         self._event: anyio.Event | None = None
+        self.waiters = 0  # readers waiting right now (for metrics and tests)
 
     def current(self) -> anyio.Event:
         if self._event is None:
             self._event = anyio.Event()
         return self._event
+
+    async def wait(self, event: anyio.Event, timeout: float) -> None:
+        """Wait until ``event`` (from `current`) is set, or ``timeout`` seconds."""
+        self.waiters += 1
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.waiters -= 1
 
     def notify(self) -> None:
         if self._event is not None:

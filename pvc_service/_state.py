@@ -16,7 +16,7 @@ from ._events import Notifier
 from ._metrics import Metrics
 from .config import ServiceConfig
 
-__all__ = ["ServiceState", "state", "run_db"]
+__all__ = ["ServiceState", "state", "run_db", "run_read"]
 
 T = TypeVar("T")
 
@@ -39,3 +39,14 @@ def state(request: Request) -> ServiceState:
 async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run blocking database work in a worker thread (the event loop stays free)."""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+async def run_read(request: Request, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(conn, *args)`` in a read transaction, in a worker thread."""
+    db = state(request).db
+
+    def call() -> T:
+        with db.read() as conn:
+            return work(conn, *args)
+
+    return await run_db(call)

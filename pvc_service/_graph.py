@@ -1,0 +1,127 @@
+"""The Graph answers (``/index`` and ``/closure``): every visible product with its
+versions, dependencies, labels and aliases, in a fixed number of set-based
+queries (batched by product id for a closure), never one query per product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc_client import LATEST, Ref
+from sqlalchemy import Connection, select
+
+from ._catalog import find_version, iso
+from ._events import current_cursor
+from ._names import (
+    aliases_of,
+    canonical_names,
+    canonical_names_query,
+    chunks,
+    labels_as_of,
+    lookup_product,
+)
+from ._schema import dependencies, products, versions
+
+__all__ = ["index_graph", "closure_graph"]
+
+
+def index_graph(conn: Connection, as_of: int, prefix: str = "") -> dict[str, Any]:
+    cursor = current_cursor(conn)
+    names = canonical_names_query(as_of).subquery()
+    query = (
+        select(names.c.product_id, names.c.name, names.c.began_us, products.c.created_us)
+        .join(products, products.c.id == names.c.product_id)
+        .where(products.c.created_us <= as_of)
+    )
+    if prefix:
+        query = query.where(names.c.name.startswith(prefix, autoescape=True))
+    found = {r.product_id: (r.name, r.began_us, r.created_us) for r in conn.execute(query)}
+    # without a prefix every visible product is wanted: no id lists at all
+    ids = sorted(found) if prefix else None
+    return _graph(conn, as_of, cursor, found, ids)
+
+
+def closure_graph(conn: Connection, as_of: int, roots: list[tuple[str, Ref]]) -> dict[str, Any]:
+    """The graph of everything reachable from the roots, through any visible version."""
+    cursor = current_cursor(conn)
+    resolved = []
+    seen: set[int] = set()
+    for text, ref in roots:
+        product = lookup_product(conn, ref.pri.text, as_of)
+        assert product is not None
+        number = find_version(conn, product, ref.selector or LATEST, as_of)
+        resolved.append({"ref": text, "pri": product.pri, "number": number})
+        seen.add(product.id)
+    frontier = sorted(seen)
+    while frontier:  # breadth first, one query per batch of products per level
+        reached: set[int] = set()
+        for batch in chunks(frontier):
+            reached.update(conn.execute(
+                select(dependencies.c.dep_product_id).distinct()
+                .join(versions, versions.c.id == dependencies.c.version_id)
+                .where(versions.c.product_id.in_(batch), versions.c.created_us <= as_of)
+            ).scalars())
+        frontier = sorted(reached - seen)
+        seen.update(frontier)
+    ids = sorted(seen)
+    found: dict[int, tuple[str, int, int]] = {}
+    for batch in chunks(ids):
+        rows = conn.execute(select(products.c.id, products.c.created_us).where(products.c.id.in_(batch)))
+        created = {r.id: r.created_us for r in rows}
+        for pid, (name, began) in canonical_names(conn, batch, as_of).items():
+            found[pid] = (name, began, created[pid])
+    graph = _graph(conn, as_of, cursor, found, ids)
+    graph["roots"] = resolved
+    return graph
+
+
+def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str, int, int]],
+           ids: list[int] | None) -> dict[str, Any]:
+    canonical = {pid: (name, began) for pid, (name, began, _) in found.items()}
+    aliases = aliases_of(conn, ids, as_of, canonical)
+    labels = labels_as_of(conn, ids, as_of)
+
+    per_product: dict[int, list[dict[str, Any]]] = {pid: [] for pid in found}
+    by_version: dict[int, dict[str, Any]] = {}
+    for batch in _batches(ids):
+        query = select(versions.c.id, versions.c.product_id, versions.c.number, versions.c.created_us) \
+            .where(versions.c.created_us <= as_of)
+        if batch is not None:
+            query = query.where(versions.c.product_id.in_(batch))
+        for r in conn.execute(query.order_by(versions.c.product_id, versions.c.number)):
+            if r.product_id not in per_product:
+                continue
+            entry = {"number": r.number, "created_at": iso(r.created_us), "dependencies": []}
+            per_product[r.product_id].append(entry)
+            by_version[r.id] = entry
+
+    raw_deps: list[tuple[dict[str, Any], int, int]] = []
+    for batch in _batches(ids):
+        query = (
+            select(dependencies.c.version_id, dependencies.c.dep_product_id, dependencies.c.dep_number)
+            .join(versions, versions.c.id == dependencies.c.version_id)
+            .where(versions.c.created_us <= as_of)
+        )
+        if batch is not None:
+            query = query.where(versions.c.product_id.in_(batch))
+        for r in conn.execute(query.order_by(dependencies.c.version_id, dependencies.c.position)):
+            entry = by_version.get(r.version_id)
+            if entry is not None:
+                raw_deps.append((entry, r.dep_product_id, r.dep_number))
+    # dependencies outside the answered set (a prefixed index) still need names
+    outside = {pid for _, pid, _ in raw_deps if pid not in canonical}
+    names = {pid: name for pid, (name, _) in canonical.items()}
+    names.update({pid: name for pid, (name, _) in canonical_names(conn, outside, as_of).items()})
+    for entry, pid, number in raw_deps:
+        entry["dependencies"].append(f"{names[pid]}@{number}")
+
+    out = {}
+    for pid in sorted(found, key=lambda p: found[p][0]):
+        name, _, created = found[pid]
+        out[name] = {"product_id": pid, "aliases": aliases.get(pid, []), "created_at": iso(created),
+                     "versions": per_product[pid], "labels": labels.get(pid, {})}
+    return {"as_of": iso(as_of), "cursor": cursor, "products": out}
+
+
+def _batches(ids: list[int] | None) -> list[list[int] | None]:
+    return [None] if ids is None else list(chunks(ids))
