@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from prodfs.options import add_mount_options, default_cache_dir, expand_o_options
+from prodfs.options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 
 from ._mounts import (
     QuietError,
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if args is None else args)
+    argv = join_time_values(list(sys.argv[1:] if args is None else args))
     parser = build_parser()
     try:
         opts = parser.parse_args(argv)

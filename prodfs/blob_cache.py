@@ -153,6 +153,10 @@ class BlobCache:
 
     async def _ensure_slow(self, sha: str, size: int) -> Path:
         path = self.path(sha)
+        if sha not in self._lru and path.exists():
+            # put there by another process sharing the cache (prefetch, a second mount)
+            self._lru[sha] = path.stat().st_size
+            self.size += self._lru[sha]
         if sha in self._lru:
             actual = await trio.to_thread.run_sync(_hash_file, path, limiter=self._limiter)
             if actual == sha:

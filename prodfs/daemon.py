@@ -19,7 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from pvc_client import PVCClient, PVCError, format_time, parse_time, to_micros, from_micros
+from pvc_client import PVCClient, PVCError, parse_time, to_micros
 
 from . import _sdnotify
 from .blob_cache import BlobCache
@@ -27,7 +27,8 @@ from .context import Context
 from .fs import LONG, Operations
 from .graph import Graph
 from .namespace import ROOT, Namespace
-from .options import add_mount_options, default_cache_dir, expand_o_options
+from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
+from .snapshots import create_snapshot, load_graph
 from .state import MountState
 from .stats import Stats
 from .versions import VersionStore
@@ -60,6 +61,7 @@ class Daemon:
         self.workspace: dict | None = None
         self.root_timeout = LONG
         self._invalidate: trio.MemorySendChannel | None = None
+        self._last_snapshot: tuple | None = None
 
     async def _fetch_version(self, pri: str, number: int) -> dict:
         return await self.client.get_version(pri, number)
@@ -97,8 +99,7 @@ class Daemon:
         log.info("context: %s; %d products", context.describe(), len(graph))
 
     async def _load_graph(self, context: Context) -> Graph:
-        as_of = format_time(from_micros(context.pin_us)) if context.pin_us is not None else None
-        return Graph.from_json(await self.client.index(as_of=as_of))
+        return await load_graph(self.client, context)
 
     # -- control files -----------------------------------------------------
     def control_content(self, name: str) -> bytes:
@@ -112,6 +113,7 @@ class Daemon:
                 "workspace": self.workspace,
                 "snapshot": self.snapshot["id"] if self.snapshot else None,
                 "cursor": state.graph.cursor,
+                "cache_dir": str(self.cache_dir),
                 "products": len(state.graph),
             }
         elif name == "resolved.json":
@@ -149,6 +151,21 @@ class Daemon:
             if choice.conflict is not None:
                 doc["conflict"] = choice.conflict.to_json()
             doc.setdefault("rule", choice.rule)
+        return doc
+
+    async def make_snapshot(self) -> dict:
+        """``prodfs snapshot MOUNTPOINT``: freeze this mount's resolution in PVC."""
+        if self.snapshot is not None:
+            return {"id": self.snapshot["id"], "record": self.snapshot["record"]}
+        # getxattr comes twice (size, then value): answer both with one snapshot
+        key = (self.state.generation, len(self.state.resolved))
+        if self._last_snapshot and self._last_snapshot[0] == key and time.monotonic() - self._last_snapshot[1] < 10:
+            return self._last_snapshot[2]
+        used = {r["pri"]: r["number"] for r in self.state.resolved.values() if "@" not in r["name"]}
+        workspace = self.workspace["name"] if self.workspace else None
+        doc = await create_snapshot(self.client, self.state.context, workspace=workspace, extra_names=used)
+        log.info("snapshot %s created (%d products)", doc["id"], len(doc["record"]["choices"]))
+        self._last_snapshot = (key, time.monotonic(), doc)
         return doc
 
     def status(self) -> dict:
@@ -327,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if args is None else args)
+    argv = join_time_values(list(sys.argv[1:] if args is None else args))
     parser = build_parser()
     opts = parser.parse_args(argv)
     if opts.o:

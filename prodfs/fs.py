@@ -36,6 +36,7 @@ LONG = 86400.0  # immutable things: a day; the kernel may keep them that long
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 WHY_XATTR = "user.prodfs.why."
+SNAPSHOT_XATTR = "user.prodfs.snapshot"
 
 
 def to_errno(exc: BaseException) -> tuple[int, bool]:
@@ -225,6 +226,8 @@ class Operations(pyfuse3.Operations):
         if inode == CONTROL_DIR and key.startswith(WHY_XATTR):
             # control of a running mount goes through xattrs of its control dir
             return json.dumps(self.daemon.explain(key[len(WHY_XATTR):]), sort_keys=True).encode()
+        if inode == CONTROL_DIR and key == SNAPSHOT_XATTR:
+            return json.dumps(await self.daemon.make_snapshot(), sort_keys=True).encode()
         value = self.ns.xattrs(self.ns.node(inode)).get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

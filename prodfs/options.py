@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["add_mount_options", "parse_size", "default_cache_dir", "expand_o_options", "MOUNT_FLAGS"]
+__all__ = ["add_mount_options", "parse_size", "default_cache_dir", "expand_o_options", "join_time_values", "MOUNT_FLAGS"]
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?", re.I)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -87,4 +87,23 @@ def expand_o_options(words: list[str]) -> list[str]:
                 out += ["--pvc", value]
             else:
                 out += [opt, value] if eq else [opt]
+    return out
+
+
+_TIME_OPTIONS = ("--pin", "--as-of", "--at")
+_RELATIVE = re.compile(r"-\d+[smhdw]")
+
+
+def join_time_values(argv: list[str]) -> list[str]:
+    """``--pin -3d`` -> ``--pin=-3d``: argparse would take ``-3d`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _TIME_OPTIONS and i + 1 < len(argv) and _RELATIVE.fullmatch(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
     return out

@@ -56,3 +56,18 @@ def sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_mounts_left_behind(tmp_path_factory):
+    """Whatever a failing test leaves mounted under the test tree is detached at the end."""
+    yield
+    from mount_tools._mounts import prodfs_mounts, unmount
+
+    base = str(tmp_path_factory.getbasetemp())
+    for m in prodfs_mounts():
+        if m.startswith(base):
+            try:
+                unmount(m, lazy=True)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass

@@ -85,7 +85,8 @@ def mounted(
 ) -> Iterator[Mount]:
     """Mount with ``prodfs mount`` (detached daemon), unmount with ``prodfs umount``."""
     mnt = tmp_path / name
-    mnt.mkdir(exist_ok=True)
+    with contextlib.suppress(FileExistsError, ConnectionAbortedError, OSError):
+        mnt.mkdir()  # a dead mount left here answers ENOTCONN: prodfs mount recovers it
     log = tmp_path / f"{name}.log"
     cache = cache or tmp_path / f"{name}-cache"
     prodfs("mount", str(mnt), "--pvc", pvc_url, "--cache-dir", str(cache), "--log-file", str(log),
