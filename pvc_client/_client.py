@@ -156,6 +156,7 @@ class PVCClient:
     BACKOFF_BASE = 0.2
     BACKOFF_CAP = 5.0
     TRANSFER_CONCURRENCY = 4
+    PAGE_SIZE = 1000  # products per /products request
 
     def __init__(
         self,
@@ -300,7 +301,7 @@ class PVCClient:
 
     async def list_products(self, prefix: str | None = None, as_of: TimeArg = None) -> list[JSON]:
         """Every visible product (sorted by PRI), following the service's paging."""
-        limit = 1000
+        limit = self.PAGE_SIZE
         params: dict[str, Any] = {"prefix": prefix, "as_of": as_time(as_of), "limit": limit}
         products: list[JSON] = []
         while True:
