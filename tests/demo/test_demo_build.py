@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -300,3 +301,60 @@ def test_built_files_have_fixed_modes(plan: DemoPlan) -> None:
             assert os.stat(dirpath).st_mode & 0o777 == 0o755
             for name in filenames:
                 assert os.stat(Path(dirpath, name)).st_mode & 0o777 == 0o644
+
+
+# -- docs/demo.md describes what the generator does ----------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "demo.md"
+SHORT = {TEX: "tex", MODEL: "model", RIG: "rig", LOOK: "look", LAY: "lay", ANIM: "anim", LGT: "lgt"}
+
+
+def _doc_table(first_header: str) -> list[list[str]]:
+    rows, inside = [], False
+    for line in DOC.read_text().splitlines():
+        if line.startswith(f"| {first_header} |"):
+            inside = True
+            continue
+        if inside and line.startswith("|---"):
+            continue
+        if inside and line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif inside:
+            break
+    assert rows, f"docs/demo.md has no table starting with {first_header!r}"
+    return rows
+
+
+def test_doc_history_table_matches_the_plan(plan: DemoPlan) -> None:
+    documented = []
+    for when, version, deps, labels, _ in _doc_table("day hour"):
+        day, hour = when.split()
+        documented.append((int(day), hour, version, sorted(filter(None, deps.split(", "))),
+                           sorted(filter(None, labels.split(", ")))))
+
+    def short(ref: str) -> str:
+        pri, _, n = ref.rpartition("@")
+        return f"{SHORT[pri]}@{n}"
+
+    actual = [((s.at - START).days, s.at.strftime("%H:%M"), short(s.ref),
+               sorted(short(d) for d in s.dependencies), sorted(s.labels)) for s in plan.steps]
+    assert documented == actual
+
+
+def test_doc_context_table_matches_the_plan(plan: DemoPlan) -> None:
+    columns = [TEX, MODEL, RIG, LOOK, LAY, ANIM, LGT]
+    contexts = plan.contexts()
+    rows = _doc_table("context")
+    assert [r[0] for r in rows] == list(contexts)
+    for name, *cells in rows:
+        selection = contexts[name]["selection"]
+        assert cells == [str(selection.get(pri, "-")) for pri in columns], name
+
+
+def test_demo_script_parses_its_options_before_installing_anything() -> None:
+    script = DOC.parents[1] / "scripts" / "demo.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and "--no-mount" in shown.stdout
+    refused = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "unknown option: --bogus" in refused.stderr
