@@ -22,6 +22,7 @@ from pathlib import Path
 
 from prodfs.options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 
+from ._context_cmds import add_parsers, cmd_diff, cmd_prefetch, cmd_snapshot
 from ._mounts import (
     QuietError,
     find_mount_of,
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("conflicts", help="list the diamonds of a mount's resolution")
     c.add_argument("mountpoint")
     c.add_argument("--json", action="store_true")
+    add_parsers(sub)
     return p
 
 
@@ -260,6 +262,12 @@ def main(args: list[str] | None = None) -> int:
             return cmd_why(opts)
         if opts.command == "conflicts":
             return cmd_conflicts(opts)
+        if opts.command == "snapshot":
+            return cmd_snapshot(opts)
+        if opts.command == "prefetch":
+            return cmd_prefetch(opts)
+        if opts.command == "diff":
+            return cmd_diff(opts)
     except QuietError as exc:
         print(f"prodfs: error: {exc}", file=sys.stderr)
         return exc.code

@@ -1,0 +1,138 @@
+"""``prodfs snapshot``, ``prodfs prefetch`` and ``prodfs diff``: the context commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import trio
+
+from pvc_client import PVCClient, PVCError, parse_time, to_micros
+
+from ._mounts import QuietError, get_control_xattr, read_control
+
+__all__ = ["cmd_snapshot", "cmd_prefetch", "cmd_diff", "add_parsers"]
+
+
+def _client(url: str) -> PVCClient:
+    return PVCClient(url, token=os.environ.get("PVC_TOKEN"))
+
+
+def _run(fn, *args):
+    try:
+        return trio.run(fn, *args)
+    except PVCError as exc:
+        raise QuietError(f"PVC: {exc}", 4) from None
+
+
+def cmd_snapshot(opts: argparse.Namespace) -> int:
+    doc = get_control_xattr(os.path.abspath(opts.mountpoint), "user.prodfs.snapshot", timeout=60)
+    if opts.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(f"{len(doc['record']['choices'])} products, pinned {doc['record']['context']['pin']}", file=sys.stderr)
+        print(doc["id"])
+    return 0
+
+
+def cmd_prefetch(opts: argparse.Namespace) -> int:
+    from prodfs.options import default_cache_dir
+    from prodfs.snapshots import prefetch
+
+    url, cache_dir, snap_id = opts.pvc, opts.cache_dir, opts.snapshot
+    if opts.mountpoint:
+        mnt = os.path.abspath(opts.mountpoint)
+        ctx = read_control(mnt, "context.json")
+        url = url or ctx["pvc"]
+        cache_dir = cache_dir or ctx.get("cache_dir")
+        snap_id = ctx.get("snapshot") or get_control_xattr(mnt, "user.prodfs.snapshot", timeout=60)["id"]
+    if not snap_id:
+        raise QuietError("prefetch takes a MOUNTPOINT or --snapshot ID", 2)
+    url = url or os.environ.get("PVC_URL", "http://127.0.0.1:8750")
+    cache_dir = str(cache_dir or default_cache_dir())
+    show = sys.stderr.isatty() and not opts.json
+
+    async def go() -> dict:
+        async with _client(url) as client:
+            snapshot = await client.get_snapshot(snap_id)
+            if not show:
+                return await prefetch(client, snapshot, cache_dir)
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), transient=True) as bar:
+                task = bar.add_task(f"prefetch {snap_id}", total=None)
+
+                def progress(done: int, total: int, sha: str) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                return await prefetch(client, snapshot, cache_dir, progress=progress)
+
+    report = _run(go)
+    if opts.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(f"snapshot {report['snapshot']}: {report['versions']} versions, {report['files']} files, "
+              f"{report['blobs']} payloads ({report['bytes']} bytes); fetched {report['blobs_fetched']} "
+              f"({report['bytes_fetched']} bytes) into {cache_dir}")
+    return 0
+
+
+def cmd_diff(opts: argparse.Namespace) -> int:
+    from prodfs.context import Context
+    from prodfs.resolver import diff, resolve
+    from prodfs.snapshots import load_graph
+
+    mnt = os.path.abspath(opts.mountpoint)
+    info = read_control(mnt, "context.json")
+    current = Context.from_json(info["context"])
+
+    async def go():
+        async with _client(info["pvc"]) as client:
+            if opts.workspace:
+                other = Context.from_workspace(await client.get_workspace(opts.workspace))
+            else:
+                other = current
+            if opts.pin:
+                other = other.replace(pin_us=None if opts.pin == "none" else to_micros(parse_time(opts.pin)))
+            if opts.strategy:
+                other = other.replace(strategy=opts.strategy)
+            a = await load_graph(client, current)
+            b = a if other.pin_us == current.pin_us else await load_graph(client, other)
+            ra, rb = resolve(a, current), resolve(b, other)
+            names = {p.pri for p in a} | {p.pri for p in b}
+            return other, diff(ra, rb, names)
+
+    if not (opts.pin or opts.strategy or opts.workspace):
+        raise QuietError("diff takes --pin T, --strategy S or --workspace W", 2)
+    other, changes = _run(go)
+    if opts.json:
+        print(json.dumps({"from": current.to_json(), "to": other.to_json(),
+                          "changes": [{"pri": p, "from": a, "to": b} for p, a, b in changes]}, indent=2))
+        return 0
+    if not changes:
+        print("no product would change version")
+    for pri, a, b in changes:
+        print(f"{pri}: {'-' if a is None else a} -> {'-' if b is None else b}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    s = sub.add_parser("snapshot", help="freeze a mount's resolution in PVC; prints the snapshot ID")
+    s.add_argument("mountpoint")
+    s.add_argument("--json", action="store_true")
+    p = sub.add_parser("prefetch", help="fill the local cache with every payload of a snapshot")
+    p.add_argument("mountpoint", nargs="?")
+    p.add_argument("--snapshot", metavar="ID")
+    p.add_argument("--pvc", metavar="URL")
+    p.add_argument("--cache-dir", type=Path)
+    p.add_argument("--json", action="store_true")
+    d = sub.add_parser("diff", help="preview which products would change version")
+    d.add_argument("mountpoint")
+    d.add_argument("--pin", metavar="T")
+    d.add_argument("--strategy", metavar="S")
+    d.add_argument("--workspace", metavar="W")
+    d.add_argument("--json", action="store_true")
