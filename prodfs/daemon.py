@@ -30,7 +30,7 @@ from .namespace import ROOT, Namespace
 from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 from .snapshots import create_snapshot, load_graph
 from .state import MountState
-from .stats import Stats
+from .stats import Stats, prometheus_text
 from .versions import VersionStore
 
 log = logging.getLogger("prodfs")
@@ -123,6 +123,8 @@ class Daemon:
                    "conflicts": [c.to_json() for c in state.resolution.conflicts]}
         elif name == "stats.json":
             doc = self.status()
+        elif name == "metrics.prom":
+            return prometheus_text(self.status()).encode()
         else:
             doc = {}
         return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()

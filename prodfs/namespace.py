@@ -34,7 +34,7 @@ __all__ = ["Node", "Namespace", "FsError", "ROOT", "CONTROL_DIR", "CONTROL_NAME"
 ROOT = 1
 CONTROL_DIR = 2
 CONTROL_NAME = ".prodfs"
-CONTROL_FILES = ("context.json", "resolved.json", "stats.json", "conflicts.json")
+CONTROL_FILES = ("context.json", "resolved.json", "stats.json", "conflicts.json", "metrics.prom")
 FIRST_DYNAMIC = 16
 
 # node kinds

@@ -335,9 +335,6 @@ class _Resolver:
         chosen: Iterable[VersionInfo]
         if fixed is not None:
             chosen = () if fixed[0] is None else (versions[fixed[0]],)
-        elif self.ignores:
-            n = self.pre[pri] = self._call(pri, vis, ())
-            chosen = () if n is None else (versions[n],)
         else:
             chosen = versions.values()
         out: dict[str, None] = {}
@@ -490,8 +487,12 @@ class _Resolver:
 
     def emit(
         self, pri: str, vis: _Vis, number: int, hops: int, root: int, within: set[str] | None = None
-    ) -> None:
-        """Send the requests of the chosen ``pri@number`` to its dependencies."""
+    ) -> list[str]:
+        """Send the requests of the chosen ``pri@number`` to its dependencies.
+
+        Answers the (canonical) products the requests went to.
+        """
+        sent: list[str] = []
         products = self.graph.products
         aliases = self.graph.aliases
         reqs = self.reqs
@@ -505,11 +506,13 @@ class _Resolver:
             if within is not None and target in within:
                 continue
             r = Request(target, d.number, dependent, hops, root)
+            sent.append(target)
             lst = reqs.get(target)
             if lst is None:
                 reqs[target] = [r]
             else:
                 lst.append(r)
+        return sent
 
     def nearest(self, pri: str, incoming: list[Request] | None) -> tuple[int, int]:
         """(hops, root) of the product: its nearest request, earliest root on ties."""
@@ -673,13 +676,57 @@ class _Resolver:
 
     def run(self) -> Resolution:
         self.seed()
+        if self.ignores:
+            self.walk()
+        else:
+            self.ordered()
+        self.conflicts.sort(key=lambda c: c.pri)
+        return Resolution(self.graph, self.ctx, self.choices, self.conflicts, sorted(self.errors), self.overrides)
+
+    def walk(self) -> None:
+        """Resolve when choices do not depend on requests: a breadth-first walk.
+
+        Every version is known as soon as its product is reached, so the
+        graph is what the walk reaches, and no cycle can feed back. The
+        queue starts with the roots in the context's order, so products are
+        taken in (hops, root) order and each has its nearest root when taken.
+        """
+        reqs = self.reqs
+        root_index = self.root_index
+        vis_cache = self.vis_cache
+        queue = list(self.roots)
+        place = {pri: (0, root_index[pri]) for pri in queue}
+        for pri in queue:  # grows while iterated: a FIFO without popping
+            hops, root = place[pri]
+            vis = vis_cache.get(pri) or self.vis(pri)
+            fixed = self.fixed.get(pri)
+            if fixed is not None:
+                number = fixed[0]
+            else:
+                number = self.pre[pri] = self._call(pri, vis, ())
+            if number is None:
+                continue
+            if vis.versions[number].dependencies:
+                for target in self.emit(pri, vis, number, hops, root):
+                    if target not in place:
+                        place[target] = (hops + 1, root)
+                        queue.append(target)
+        for pri in queue:
+            incoming = reqs.pop(pri, None)
+            vis = vis_cache[pri]
+            number, rule, valid = self.decide(pri, vis, incoming)
+            self.record(pri, vis, number, rule, valid, incoming)
+
+    def ordered(self) -> None:
+        """Resolve when choices depend on requests: dependents first."""
         succ, indeg = self.discover()
         # Kahn's order: a product is decided once every product that could
         # depend on it is; most graphs are acyclic and end here
         ready = [v for v, d in indeg.items() if d == 0]
+        single = self.single
         while ready:
             v = ready.pop()
-            self.single(v)
+            single(v)
             for w in succ[v]:
                 d = indeg[w] - 1
                 indeg[w] = d
@@ -691,9 +738,7 @@ class _Resolver:
                 if is_cyclic:
                     self.cyclic(members)
                 else:
-                    self.single(members[0])
-        self.conflicts.sort(key=lambda c: c.pri)
-        return Resolution(self.graph, self.ctx, self.choices, self.conflicts, sorted(self.errors), self.overrides)
+                    single(members[0])
 
 
 def resolve(graph: Graph, context: Context) -> Resolution:

@@ -44,3 +44,25 @@ class Stats:
         d["degraded"] = self.degraded_since is not None
         d.update(extra)
         return d
+
+
+_COUNTERS = ("lookups", "negative_lookups", "getattrs", "readdirs", "opens", "reads", "bytes_read",
+             "cache_hits", "cache_misses", "blobs_fetched", "bytes_fetched", "manifests_fetched",
+             "resolutions", "invalidations", "events", "errors", "pvc_requests")
+_GAUGES = ("uptime", "products", "resolved", "conflicts", "inodes", "cache_hit_ratio", "pvc_latency_avg_ms")
+
+
+def prometheus_text(status: dict) -> str:
+    """The status of one mount in Prometheus' text format (for node_exporter's textfile collector)."""
+    label = '{mountpoint="%s"}' % str(status.get("mountpoint", "")).replace("\\", "\\\\").replace('"', '\\"')
+    lines = []
+    for key in _COUNTERS:
+        if key in status:
+            lines += [f"# TYPE prodfs_{key}_total counter", f"prodfs_{key}_total{label} {status[key] or 0}"]
+    for key in _GAUGES:
+        if status.get(key) is not None:
+            lines += [f"# TYPE prodfs_{key} gauge", f"prodfs_{key}{label} {status[key]}"]
+    cache = status.get("cache") or {}
+    lines += ["# TYPE prodfs_cache_bytes gauge", f"prodfs_cache_bytes{label} {cache.get('bytes', 0)}",
+              "# TYPE prodfs_degraded gauge", f"prodfs_degraded{label} {int(bool(status.get('degraded')))}"]
+    return "\n".join(lines) + "\n"

@@ -115,6 +115,8 @@ def test_status_and_stats_fields(tmp_path, pvc, pvc_url):
                     "resolutions", "conflicts", "errors", "lookups", "bytes_fetched", "degraded"):
             assert key in stats, key
         assert stats["cache"]["bytes"] > 0
+        prom = (m / ".prodfs" / "metrics.prom").read_text()
+        assert f'prodfs_lookups_total{{mountpoint="{m.path}"}}' in prom and "prodfs_cache_bytes" in prom
         text = prodfs("status", str(m.path)).stdout
         assert str(m.path) in text and "ok" in text
     res = prodfs("status", str(tmp_path / "mnt"), check=False)
@@ -131,3 +133,34 @@ def test_sigterm_unmounts(tmp_path, pvc, pvc_url):
     wait_gone(pid)
     wait_for(lambda: not os.path.ismount(mnt))
     assert "unmounted" in (tmp_path / "l").read_text()
+
+
+def test_systemd_notify_ready_and_stopping(tmp_path, pvc, pvc_url):
+    """Under systemd (Type=notify) the daemon says READY=1 once it serves, STOPPING=1 on SIGTERM."""
+    import socket
+
+    pvc.publish(PRI, make_tree(tmp_path / "src"))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(60)
+    env = dict(os.environ, NOTIFY_SOCKET=sock_path)
+    proc = subprocess.Popen([sys.executable, "-m", "mount_tools.cli", "mount", str(mnt), "--foreground",
+                             "--pvc", pvc_url, "--cache-dir", str(tmp_path / "c")],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        msg = sock.recv(4096).decode()
+        assert "READY=1" in msg
+        assert (mnt / PRI / "walter.usda").exists()  # serving when it said so
+        proc.send_signal(signal.SIGTERM)
+        assert "STOPPING=1" in sock.recv(4096).decode()
+        assert proc.wait(30) == 0
+        assert not os.path.ismount(mnt)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        sock.close()
+    assert "Traceback" not in proc.stderr.read()
