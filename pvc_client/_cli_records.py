@@ -1,0 +1,217 @@
+"""``pvc workspace ...`` and ``pvc snapshot ...``: thin wrappers over the record endpoints."""
+
+from __future__ import annotations
+
+import json as _json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._cli_common import (
+    AsOfOption, AuthorOption, JsonOption, UrlOption, call, default_author, dump, help_when_bare, out, table,
+)
+from ._client import DEFAULT_URL, PVCClient
+from ._errors import Conflict, InvalidInput, NotFound
+from ._pri import parse_pri, parse_ref
+
+__all__ = ["workspace_app", "snapshot_app"]
+
+_COMMON = {"add_completion": False, "rich_markup_mode": None,
+           "pretty_exceptions_enable": False}
+workspace_app = typer.Typer(help="Workspaces: named, versioned resolution settings.", **_COMMON)
+snapshot_app = typer.Typer(help="Snapshots: immutable records of a resolved state.", **_COMMON)
+help_when_bare(workspace_app)
+help_when_bare(snapshot_app)
+
+Name = Annotated[str, typer.Argument(metavar="NAME", show_default=False)]
+Roots = Annotated[list[str] | None, typer.Option("--root", metavar="R", help="A root PRI[@VERSION] (repeatable).")]
+Strategy = Annotated[str | None, typer.Option("--strategy", metavar="S", help="Resolution strategy (default: latest).")]
+Pin = Annotated[str | None, typer.Option("--pin", metavar="TIME", help="See the store as of TIME ('none': unpinned).")]
+Prefer = Annotated[list[str] | None, typer.Option("--prefer", metavar="LABEL", help="Preferred label, in order (repeatable).")]
+Overrides = Annotated[list[str] | None, typer.Option("--override", metavar="PRI@N", help="Force this version (repeatable).")]
+
+
+def _pin(value: str | None) -> str | None:
+    return None if value is None or value.strip().lower() == "none" else value
+
+
+def _show(workspace: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        dump(workspace)
+        return
+    state = " (deleted)" if workspace.get("deleted") else ""
+    out(f"{workspace.get('name')}{state}: revision {workspace.get('revision')}, "
+        f"changed {workspace.get('changed_at')} by {workspace.get('author') or '-'}")
+    rows: list[tuple[str, str]] = [
+        ("  strategy", workspace.get("strategy") or "latest"),
+        ("  pin", workspace.get("pin") or "-"),
+        ("  prefer", ", ".join(workspace.get("prefer") or []) or "-"),
+    ]
+    for key in ("roots", "overrides"):
+        items = workspace.get(key) or ["-"]
+        rows += [(f"  {key}" if i == 0 else "", item) for i, item in enumerate(items)]
+    table(rows)
+
+
+def _with_override(overrides: list[str], ref: str) -> list[str]:
+    """Add ``PRI@N``, replacing any override of the same product."""
+    parsed = parse_ref(ref)
+    return [o for o in overrides if parse_ref(o).pri != parsed.pri] + [str(parsed)]
+
+
+@workspace_app.command("create")
+def create(
+    name: Name, root: Roots = None, strategy: Strategy = None, pin: Pin = None, prefer: Prefer = None,
+    override: Overrides = None, author: AuthorOption = None, url: UrlOption = DEFAULT_URL,
+    json: JsonOption = False,
+) -> int:
+    """Create a workspace (refused if NAME exists)."""
+    overrides: list[str] = []
+    for ref in override or []:
+        overrides = _with_override(overrides, ref)
+    spec = {"roots": list(root or []), "strategy": strategy or "latest", "pin": _pin(pin),
+            "prefer": list(prefer or []), "overrides": overrides, "author": default_author(author)}
+
+    async def run(client: PVCClient) -> dict[str, Any]:
+        try:
+            current = await client.get_workspace(name)
+        except NotFound:
+            current = None
+        if current is not None and not current.get("deleted"):
+            raise Conflict(f"workspace {name!r} exists; change it with: pvc workspace set {name}")
+        return await client.put_workspace(name, spec)
+
+    _show(call(url, run), json)
+    return 0
+
+
+@workspace_app.command("set")
+def set_(
+    name: Name, root: Roots = None, strategy: Strategy = None, pin: Pin = None, prefer: Prefer = None,
+    override: Overrides = None,
+    remove_root: Annotated[list[str] | None, typer.Option("--remove-root", metavar="R", help="Drop this root.")] = None,
+    remove_override: Annotated[list[str] | None, typer.Option("--remove-override", metavar="PRI", help="Drop the override of PRI.")] = None,
+    author: AuthorOption = None, url: UrlOption = DEFAULT_URL, json: JsonOption = False,
+) -> int:
+    """Change a workspace: add or drop roots and overrides, set strategy, pin or preferences."""
+    dropped_pris = {parse_pri(p) for p in remove_override or []}
+
+    async def run(client: PVCClient) -> dict[str, Any]:
+        spec = await client.get_workspace(name)
+        if spec.get("deleted"):
+            raise NotFound(f"workspace {name!r} was deleted")
+        roots = list(spec.get("roots") or [])
+        for r in remove_root or []:
+            if r not in roots:
+                raise InvalidInput(f"{r!r} is not a root of workspace {name!r} (roots: {', '.join(roots) or 'none'})")
+            roots.remove(r)
+        roots += [r for r in root or [] if r not in roots]
+        overrides = [o for o in spec.get("overrides") or [] if parse_ref(o).pri not in dropped_pris]
+        for ref in override or []:
+            overrides = _with_override(overrides, ref)
+        spec.update(roots=roots, overrides=overrides, author=default_author(author))
+        if strategy is not None:
+            spec["strategy"] = strategy
+        if pin is not None:
+            spec["pin"] = _pin(pin)
+        if prefer:
+            spec["prefer"] = list(prefer)
+        return await client.put_workspace(name, spec)
+
+    _show(call(url, run), json)
+    return 0
+
+
+@workspace_app.command("pin")
+def pin_(
+    name: Name,
+    time: Annotated[str, typer.Argument(metavar="TIME|none", show_default=False)],
+    author: AuthorOption = None, url: UrlOption = DEFAULT_URL, json: JsonOption = False,
+) -> int:
+    """Pin a workspace to a time (relative times are fixed now), or unpin it with 'none'."""
+    async def run(client: PVCClient) -> dict[str, Any]:
+        spec = await client.get_workspace(name)
+        if spec.get("deleted"):
+            raise NotFound(f"workspace {name!r} was deleted")
+        spec.update(pin=_pin(time), author=default_author(author))
+        return await client.put_workspace(name, spec)
+
+    _show(call(url, run), json)
+    return 0
+
+
+@workspace_app.command("show")
+def show(name: Name, as_of: AsOfOption = None, url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
+    """Show a workspace (as it was at --as-of)."""
+    _show(call(url, lambda c: c.get_workspace(name, as_of)), json)
+    return 0
+
+
+@workspace_app.command("history")
+def history(name: Name, url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
+    """Every revision of a workspace, oldest first."""
+    revisions = call(url, lambda c: c.workspace_history(name))
+    if json:
+        dump(revisions)
+        return 0
+    table([(w.get("revision"), w.get("changed_at"), w.get("author") or "-",
+            "deleted" if w.get("deleted") else
+            f"roots={','.join(w.get('roots') or [])} pin={w.get('pin') or '-'} strategy={w.get('strategy')}")
+           for w in revisions], ("REV", "CHANGED", "AUTHOR", "STATE"))
+    return 0
+
+
+@workspace_app.command("list")
+def list_(url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
+    """List workspaces."""
+    found = call(url, lambda c: c.list_workspaces())
+    if json:
+        dump(found)
+    else:
+        table([(w.get("name"), w.get("revision"), w.get("changed_at"), ", ".join(w.get("roots") or []))
+               for w in found], ("NAME", "REV", "CHANGED", "ROOTS") if found else None)
+    return 0
+
+
+@workspace_app.command("delete")
+def delete(name: Name, url: UrlOption = DEFAULT_URL) -> int:
+    """Delete a workspace (its history is kept)."""
+    call(url, lambda c: c.delete_workspace(name))
+    return 0
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    record: Annotated[str, typer.Argument(metavar="FILE|-", help="A JSON object ('-': standard input).",
+                                          show_default=False)],
+    url: UrlOption = DEFAULT_URL, json: JsonOption = False,
+) -> int:
+    """Store a snapshot record; prints its id (the same record always gets the same id)."""
+    text = sys.stdin.read() if record == "-" else Path(record).read_text(encoding="utf-8")
+    try:
+        value = _json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{record}: not JSON ({exc})") from None
+    snapshot = call(url, lambda c: c.create_snapshot(value))
+    if json:
+        dump(snapshot)
+    else:
+        out(snapshot["id"])
+    return 0
+
+
+@snapshot_app.command("show")
+def snapshot_show(
+    id: Annotated[str, typer.Argument(metavar="ID", show_default=False)],
+    url: UrlOption = DEFAULT_URL, json: JsonOption = False,
+) -> int:
+    """Print a snapshot (its record as JSON)."""
+    snapshot = call(url, lambda c: c.get_snapshot(id))
+    if json:
+        dump(snapshot)
+    else:
+        out(f"{snapshot['id']}  created {snapshot.get('created_at')}")
+        dump(snapshot.get("record"))
+    return 0
