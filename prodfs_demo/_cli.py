@@ -6,8 +6,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
-
 import trio
 import typer
 
@@ -38,13 +36,13 @@ async def _publish(url: str, token: str | None, plan_dir: Path, scale: int, star
 def run(
     url: str = typer.Option(os.environ.get("PVC_URL", DEFAULT_URL), "--url",
                             help="the PVC service (default: $PVC_URL)"),
-    workdir: Optional[Path] = typer.Option(None, "--workdir",
+    workdir: Path | None = typer.Option(None, "--workdir",
                                            help="where to build the versions (default: a temporary directory)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the show's description (JSON) here"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the show's description (JSON) here"),
     scale: int = typer.Option(1, "--scale", min=1, help="number of shots"),
-    start: Optional[str] = typer.Option(None, "--start",
+    start: str | None = typer.Option(None, "--start",
                                         help="start of the history (default: midnight UTC ten days ago)"),
-    token_file: Optional[Path] = typer.Option(None, "--token-file",
+    token_file: Path | None = typer.Option(None, "--token-file",
                                               help="file holding the PVC token (default: $PVC_TOKEN)"),
 ) -> None:
     """Build the demo show and publish it; if the service has it already, say so and publish nothing."""
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="python -m prodfs_demo", standalone_mode=True)
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
 
 

@@ -14,11 +14,11 @@ the files (the ProdFS mount), never by the layer.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-__all__ = ["Value", "Attr", "VariantSet", "Prim", "Layer", "write_layer", "own_values"]
+__all__ = ["Value", "Attr", "VariantSet", "Prim", "Layer", "write_layer", "own_values", "variant_values"]
 
 # What an expectation holds: JSON-friendly (vectors and colors as lists).
 Value = Union[bool, int, float, str, list, None]

@@ -20,7 +20,7 @@ import trio
 
 from pvc_client import NotFound, parse_time, utcnow
 
-from ._build import DemoPlan
+from ._build import DemoPlan, Step
 from ._model import LabelMove, ProductRecord, Show, VersionRecord
 
 __all__ = ["DemoError", "DemoShow", "publish"]
@@ -63,14 +63,20 @@ class DemoShow(Show):
 
 K = TypeVar("K", bound=Hashable)
 _READ_CONCURRENCY = 8
+_PUBLISH_CONCURRENCY = 4
 
 
-async def _gather(jobs: Iterable[tuple[K, Callable[[], Awaitable[Any]]]]) -> dict[K, Any]:
-    """Run independent reads concurrently (a few at a time); results by key."""
+async def _gather(
+    jobs: Iterable[tuple[K, Callable[[], Awaitable[Any]]]], concurrency: int | None = _READ_CONCURRENCY
+) -> dict[K, Any]:
+    """Run jobs concurrently (at most ``concurrency`` at a time; None: all); results by key."""
     out: dict[K, Any] = {}
-    limit = trio.CapacityLimiter(_READ_CONCURRENCY)
+    limit = trio.CapacityLimiter(concurrency) if concurrency else None
 
     async def one(key: K, job: Callable[[], Awaitable[Any]]) -> None:
+        if limit is None:
+            out[key] = await job()
+            return
         async with limit:
             out[key] = await job()
 
@@ -139,14 +145,7 @@ async def publish(client: _Client, plan: DemoPlan, *, now: dt.datetime | None = 
                 f"{s.pri} was partly published from a later start ({newest['created_at']}); "
                 f"rebuild the plan with the same start to finish it"
             )
-    for s in todo:
-        version = await client.publish_directory(
-            s.pri, s.directory, dependencies=list(s.dependencies), labels=list(s.labels),
-            message=s.message, at=s.at,
-        )
-        if int(version["number"]) != s.number:
-            raise DemoError(f"published {s.pri} as version {version['number']}, expected {s.number}")
-        held[s.pri].append(version)
+    await _publish_steps(client, todo, held)
 
     history_end = max(parse_time(v["created_at"]) for vs in held.values() for v in vs)
     moves = plan.moves
@@ -157,6 +156,40 @@ async def publish(client: _Client, plan: DemoPlan, *, now: dt.datetime | None = 
         if not any(h.get("version") == m.number and parse_time(h["moved_at"]) > history_end for h in pasts[i]):
             await client.move_label(m.pri, m.label, m.number)
     return await _read_back(client, plan, held, already_published=not todo)
+
+
+async def _publish_steps(client: _Client, todo: list[Step], held: dict[str, list[dict[str, Any]]]) -> None:
+    """Publish ``todo``: each product's versions in order, products side by side.
+
+    A step waits for the steps publishing its dependencies. Dependencies are
+    strictly older than their dependents and each product's steps are in time
+    order, so every wait is for an earlier time: no cycle.
+    """
+    done = {s.ref: trio.Event() for s in todo}
+    by_product: dict[str, list[Step]] = {}
+    for s in todo:
+        by_product.setdefault(s.pri, []).append(s)
+
+    async def one_product(steps: list[Step]) -> None:
+        for s in steps:
+            for dep in s.dependencies:
+                if dep in done:
+                    await done[dep].wait()
+            async with limit:
+                version = await client.publish_directory(
+                    s.pri, s.directory, dependencies=list(s.dependencies), labels=list(s.labels),
+                    message=s.message, at=s.at,
+                )
+            if int(version["number"]) != s.number:
+                raise DemoError(f"published {s.pri} as version {version['number']}, expected {s.number}")
+            held[s.pri].append(version)
+            done[s.ref].set()
+
+    # every product task runs at once (one waiting for a dependency must not hold
+    # a slot its dependency needs); the limit is on publishes in flight
+    limit = trio.CapacityLimiter(_PUBLISH_CONCURRENCY)
+    await _gather(((pri, lambda steps=steps: one_product(steps)) for pri, steps in by_product.items()),
+                  concurrency=None)
 
 
 async def _read_back(

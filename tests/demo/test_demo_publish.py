@@ -185,3 +185,12 @@ def test_an_interrupted_publication_resumes_and_foreign_versions_are_refused(pvc
 
 async def _counts(c: PVCClient, plan: DemoPlan) -> dict[str, int]:
     return {pri: len(await c.list_versions(pri)) for pri in plan.products}
+
+
+def test_a_larger_show_publishes_with_products_side_by_side(pvc_url: str, tmp_path: Path) -> None:
+    plan = build(tmp_path / "plan", start=default_start(), scale=3)
+    show = call(pvc_url, lambda c: publish(c, plan))
+    assert call(pvc_url, lambda c: _counts(c, plan)) == {pri: len(p.versions) for pri, p in plan.products.items()}
+    # every dependency existed when its dependent was published, whatever the interleaving
+    assert show.contexts() == plan.contexts()
+    assert show.labels()["spies:100:30-lgt:walter"] == {"published": 3, "approved": 3}
