@@ -58,6 +58,8 @@ _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.Wri
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _MISSING_BATCH = 5000  # hashes per /blobs/missing request: keeps bodies well under any size cap
 _MAX_EVENTS_WAIT = 60.0
+
+
 def _base_url(url: str) -> str:
     try:
         parsed = httpx.URL(url)

@@ -142,15 +142,18 @@ class _HashingSink:
 
 
 def _part_name(path: Path) -> Path:
-    # A file is only ever visible under its real name once complete and verified.
-    return path.with_name(f".{path.name}.pvc-part")
+    # A file is only ever visible under its real name once complete and verified; the
+    # random part keeps the temporary name clear of any name the manifest itself uses.
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.pvc-part")
 
 
 def _check_target(target: Path) -> bool:
     """True if ``target`` exists (and is an empty directory); refuse anything else."""
     try:
-        st = target.lstat()
+        st = target.stat()  # a symlink to an empty directory is as good as the directory
     except FileNotFoundError:
+        if target.is_symlink():
+            raise InvalidInput(f"{target}: is a dangling symlink") from None
         return False
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidInput(f"{target}: exists and is not a directory")
