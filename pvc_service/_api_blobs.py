@@ -15,11 +15,12 @@ from ._errors import ServiceError
 from ._json import json_response
 from ._metrics import Metrics
 from ._models import MissingBody
+from .config import API_PREFIX
 from ._state import run_db, state
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["blobs"])
+router = APIRouter(prefix=API_PREFIX, tags=["blobs"])
 
 _CHUNK = 256 * 1024
 _CACHE = "public, max-age=31536000, immutable"
@@ -47,15 +48,23 @@ async def upload(request: Request, sha256: str, _: Principal = Depends(require("
     return json_response({"sha256": sha256, "size": size}, status=201 if created else 200)
 
 
-@router.api_route("/blobs/{sha256}", methods=["GET", "HEAD"])
+def _headers(sha256: str) -> dict[str, str]:
+    return {"ETag": f'"{sha256}"', "Cache-Control": _CACHE, "Accept-Ranges": "bytes"}
+
+
+@router.head("/blobs/{sha256}")
+async def exists(request: Request, sha256: str, _: Principal = Depends(require("read"))) -> Response:
+    _, size = await run_db(state(request).blobs.require, sha256)
+    return Response(headers={**_headers(sha256), "Content-Length": str(size)},
+                    media_type="application/octet-stream")
+
+
+@router.get("/blobs/{sha256}")
 async def download(request: Request, sha256: str, _: Principal = Depends(require("read"))) -> Response:
     st = state(request)
     path, size = await run_db(st.blobs.require, sha256)
     etag = f'"{sha256}"'
-    headers = {"ETag": etag, "Cache-Control": _CACHE, "Accept-Ranges": "bytes"}
-    if request.method == "HEAD":
-        return Response(headers={**headers, "Content-Length": str(size)},
-                        media_type="application/octet-stream")
+    headers = _headers(sha256)
     if request.headers.get("if-none-match") in (etag, "*"):
         return Response(status_code=304, headers=headers)
     wanted: ByteRange | None = None

@@ -14,11 +14,12 @@ from ._errors import Invalid
 from ._json import json_response
 from ._models import LabelBody, PublishBody, RenameBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
+from .config import API_PREFIX
 from ._state import run_db, run_read, state
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["products"])
+router = APIRouter(prefix=API_PREFIX, tags=["products"])
 
 AsOf = Query(None, description="answer as the store was at this time (any accepted time form)")
 

@@ -13,11 +13,12 @@ from ._auth import Principal, require
 from ._db import is_outage
 from ._events import events_after
 from ._json import json_response
+from .config import API_PREFIX
 from ._state import run_db, state
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["system"])
+router = APIRouter(prefix=API_PREFIX, tags=["system"])
 
 
 @router.get("/health")

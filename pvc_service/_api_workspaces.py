@@ -12,11 +12,12 @@ from ._auth import Principal, require
 from ._json import json_response
 from ._models import SnapshotBody, WorkspaceBody
 from ._names import now_us, parse_as_of
+from .config import API_PREFIX
 from ._state import run_db, run_read, state
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["workspaces"])
+router = APIRouter(prefix=API_PREFIX, tags=["workspaces"])
 
 
 @router.get("/workspaces")

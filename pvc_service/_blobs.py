@@ -171,8 +171,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         end = int(last) + 1 if last else size
     except ValueError:
         return None
-    if start < 0 or end <= start:
-        return None
+    if start < 0 or (last and end <= start):
+        return None  # "bytes=9-3" is invalid, hence ignored
     if start >= size:
         raise _unsatisfiable(size)
     return ByteRange(start, min(end, size))

@@ -19,13 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._db import is_outage
 from ._errors import ServiceError, error_response
 from ._metrics import Metrics
+from .config import API_PREFIX
 
 __all__ = ["RequestMiddleware"]
 
 access_log = logging.getLogger("pvc_service.access")
 error_log = logging.getLogger("pvc_service.error")
 
-_BLOB_UPLOAD_PREFIX = "/api/v1/blobs/"
+_BLOB_UPLOAD_PREFIX = f"{API_PREFIX}/blobs/"
 
 
 class _BodyTooLarge(HTTPException):

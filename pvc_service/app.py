@@ -25,11 +25,9 @@ from ._events import Notifier
 from ._metrics import Metrics
 from ._middleware import RequestMiddleware
 from ._state import ServiceState
-from .config import ServiceConfig
+from .config import API_PREFIX, ServiceConfig
 
-__all__ = ["create_app", "API_PREFIX"]
-
-API_PREFIX = "/api/v1"
+__all__ = ["create_app"]
 log = logging.getLogger("pvc_service")
 
 
@@ -56,7 +54,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.state.pvc = pvc
     for module in (_api_system, _api_products, _api_blobs, _api_graph, _api_workspaces):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router)
     _install_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=pvc.metrics, max_body_bytes=config.max_body_bytes)
     return app

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from ._auth import Token
 
-__all__ = ["ServiceConfig"]
+__all__ = ["ServiceConfig", "API_PREFIX"]
+
+# every endpoint lives under this path (docs/api.md)
+API_PREFIX = "/api/v1"
 
 
 @dataclass(slots=True)

@@ -25,7 +25,8 @@ def _publish_one(api: str, body: bytes, headers: dict[str, str] | None = None) -
         return r.json()
 
 
-def test_publish_and_read_back_over_loopback(pvc_service: Service) -> None:
+def test_publish_read_back_and_restart(pvc_service: Service, pvc_url: str) -> None:
+    assert pvc_url == pvc_service.url and pvc_service.api == pvc_url + "/api/v1"
     version = _publish_one(pvc_service.api, b"#usda 1.0\n")
     assert version["ref"] == f"{PRI}@1"
     with httpx.Client(base_url=pvc_service.api) as http:
@@ -35,27 +36,26 @@ def test_publish_and_read_back_over_loopback(pvc_service: Service) -> None:
         assert blob.content == b"#usda 1.0\n"
         assert http.get("/health").json()["database"] == "sqlite"
 
-
-def test_restart_keeps_data_and_port(tmp_path: Path) -> None:
-    with running_service(tmp_path / "data") as svc:
-        _publish_one(svc.api, b"payload")
-        url = svc.url
-        # a graceful stop ends the process by the SIGTERM that asked for it
-        assert svc.stop() in (0, -15)
-        svc.start()
-        assert svc.url == url
-        r = httpx.get(f"{svc.api}/products/{PRI}")
-        assert r.json()["latest"] == 1
-    assert (tmp_path / "data" / "pvc.sqlite3").exists()
+    # a graceful stop ends the process by the SIGTERM that asked for it
+    assert pvc_service.stop() in (0, -15)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{pvc_service.api}/health")
+    pvc_service.start()
+    assert pvc_service.url == pvc_url  # same port: clients keep their URL
+    assert httpx.get(f"{pvc_service.api}/products/{PRI}").json()["latest"] == 1
+    assert (pvc_service.data_dir / "pvc.sqlite3").exists()
 
 
 def test_tokens_over_loopback(tmp_path: Path) -> None:
+    # with tokens, listening beyond loopback is allowed
     tokens = {"r-token-123": ("read", "viewer"), "p-token-123": ("publish", "lighter")}
-    with running_service(tmp_path / "data", tokens=tokens) as svc:
-        assert httpx.get(f"{svc.api}/products").status_code == 401
-        version = _publish_one(svc.api, b"x", {"Authorization": "Bearer p-token-123"})
+    with running_service(tmp_path / "data", tokens=tokens, host="0.0.0.0") as svc:
+        assert f"pvc: serving on {svc.url}" in svc.log()
+        api = f"http://127.0.0.1:{svc.port}/api/v1"
+        assert httpx.get(f"{api}/products").status_code == 401
+        version = _publish_one(api, b"x", {"Authorization": "Bearer p-token-123"})
         assert version["author"] == "lighter"
-        r = httpx.get(f"{svc.api}/products", headers={"Authorization": "Bearer r-token-123"})
+        r = httpx.get(f"{api}/products", headers={"Authorization": "Bearer r-token-123"})
         assert [p["pri"] for p in r.json()["products"]] == [PRI]
 
 
@@ -63,3 +63,20 @@ def test_start_failure_reports_stderr(tmp_path: Path) -> None:
     with pytest.raises(ServiceFailed, match="refusing to listen on 0.0.0.0"):
         with running_service(tmp_path / "data", host="0.0.0.0"):
             pass
+
+
+@pytest.mark.postgres
+def test_postgresql_over_loopback(tmp_path: Path, pg_url: str) -> None:
+    with running_service(tmp_path / "data", db_url=pg_url) as svc:
+        _publish_one(svc.api, b"on postgres")
+        with httpx.Client(base_url=svc.api) as http:
+            assert http.get("/health").json()["database"] == "postgresql"
+            # a long-poll is answered at once when events are already there
+            feed = http.get("/events", params={"timeout": 30}).json()
+            assert [e["kind"] for e in feed["events"]] == ["publish", "label"]
+        svc.stop()
+        svc.start()
+        assert httpx.get(f"{svc.api}/products/{PRI}/versions/published").json()["number"] == 1
+    # metadata went to PostgreSQL, not to a SQLite file
+    assert not (tmp_path / "data" / "pvc.sqlite3").exists()
+
