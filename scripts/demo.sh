@@ -31,6 +31,9 @@ LOG="$DATA/pvc.log"
 READY="$DATA/pvc.ready"
 PIDFILE="$DATA/pvc.pid"
 SHOW_JSON="$DATA/demo-show.json"
+# The mounts' payload cache lives with the service's data: cached version trees
+# belong to this service's store, and go away with it.
+CACHE="$DATA/cache"
 PY="$ROOT/.venv/bin/python"
 
 bash scripts/setup.sh
@@ -84,7 +87,7 @@ if ((do_mount == 0)); then
   cat <<EOF
 
 The demo show is published on $URL (description: $SHOW_JSON).
-Mount it with:  $ROOT/.venv/bin/prodfs mount $MNT --pvc $URL
+Mount it with:  $ROOT/.venv/bin/prodfs mount $MNT --pvc $URL --cache-dir $CACHE
 Stop the service with:  $STOP_SERVICE
 EOF
   exit 0
@@ -95,7 +98,7 @@ mkdir -p "$MNT"
 if mountpoint -q "$MNT"; then
   echo "demo: $MNT is already mounted; leaving it as it is"
 else
-  "$ROOT/.venv/bin/prodfs" mount "$MNT" --pvc "$URL"
+  "$ROOT/.venv/bin/prodfs" mount "$MNT" --pvc "$URL" --cache-dir "$CACHE"
 fi
 
 P="$ROOT/.venv/bin/prodfs"
@@ -105,16 +108,19 @@ ProdFS demo ready: the show 'spies' from $URL is mounted at $MNT.
 What it contains, version by version: docs/demo.md (description: $SHOW_JSON).
 
 Try:
-  ls $MNT                                               # every product, side by side
-  cat $MNT/$LGT/walter.usda                # versionless: the version this mount resolves
-  ls -l $MNT/spies:asset:walter-model@1/                # an explicit version, always exactly v1
-  ls -l $MNT/$LGT@approved/                # the version carrying a label
+  # every product, side by side
+  ls $MNT
+  # versionless: the version this mount resolves (the newest)
+  cat $MNT/$LGT/walter.usda
+  # an explicit version, always exactly v1; the version carrying a label
+  ls -l $MNT/spies:asset:walter-model@1/ $MNT/$LGT@approved/
+  # compose the shot through the mount: which model did it get?
   $PY -c "from pxr import Usd; s = Usd.Stage.Open('$MNT/$LGT/walter.usda'); print(s.GetPrimAtPath('/walter').GetAttribute('demo:model').Get())"
-                                                        # compose the shot: which model did it get?
-  mkdir -p $MNT-pinned && $P mount $MNT-pinned --pvc $URL --pin $PIN_DAY
-                                                        # the store as it was at the end of $PIN_DAY
-  getfattr -d $MNT/$LGT                    # version, rule and context, as xattrs
-  $P why $MNT/$LGT                         # what it resolves to, and why
+  # a second mount showing the store as it was at the end of $PIN_DAY
+  mkdir -p $MNT-pinned && $P mount $MNT-pinned --pvc $URL --cache-dir $CACHE --pin $PIN_DAY
+  # the version, rule and context of a name, as extended attributes; and why
+  getfattr -d $MNT/$LGT
+  $P why $MNT/$LGT
 
 Stop:
   $P umount $MNT-pinned; $P umount $MNT
