@@ -1,8 +1,8 @@
 """The demo show published to a real service (a subprocess over loopback).
 
-One service per module holds the published show; tests that need a service
-in another state (foreign data, an interrupted publication) use the
-function-scoped ``pvc_url`` of tests/conftest.py.
+One service (``service_url``, see conftest.py) holds the published show;
+tests that need a service in another state (foreign data, an interrupted
+publication) use the function-scoped ``pvc_url`` of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -12,45 +12,17 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
 from prodfs_demo import DemoError, DemoPlan, DemoShow, build, check_stage, default_start, publish
 from pvc_client import PVCClient
-from tests.demo.conftest import open_layer
-from tests.support.service import running_service
+from tests.demo.conftest import call, open_layer
 
 LGT = "spies:100:10-lgt:walter"
 MODEL = "spies:asset:walter-model"
 RIG = "spies:asset:walter-rig"
-
-
-def call(url: str, fn: Callable[[PVCClient], Awaitable[Any]]) -> Any:
-    async def go() -> Any:
-        async with PVCClient(url) as client:
-            return await fn(client)
-
-    return trio.run(go)
-
-
-@pytest.fixture(scope="module")
-def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service(tmp_path_factory.mktemp("demo-service") / "data") as service:
-        yield service.url
-
-
-@pytest.fixture(scope="module")
-def live_plan(tmp_path_factory: pytest.TempPathFactory) -> DemoPlan:
-    return build(tmp_path_factory.mktemp("demo-live"), start=default_start())
-
-
-@pytest.fixture(scope="module")
-def published(service_url: str, live_plan: DemoPlan) -> DemoShow:
-    return call(service_url, lambda c: publish(c, live_plan))
 
 
 def test_publish_puts_the_whole_history_on_the_service(service_url: str, live_plan: DemoPlan,
