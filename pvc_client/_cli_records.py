@@ -184,17 +184,35 @@ def delete(name: Name, url: UrlOption = DEFAULT_URL) -> int:
 
 @snapshot_app.command("create")
 def snapshot_create(
-    record: Annotated[str, typer.Argument(metavar="FILE|-", help="A JSON object ('-': standard input).",
-                                          show_default=False)],
+    record: Annotated[str | None, typer.Argument(metavar="[FILE|-]", help="A JSON record to store as is ('-': standard input).",
+                                                 show_default=False)] = None,
+    workspace: Annotated[str | None, typer.Option("--workspace", "-w", metavar="NAME",
+                                                  help="Freeze this workspace's current resolution.")] = None,
     url: UrlOption = DEFAULT_URL, json: JsonOption = False,
 ) -> int:
-    """Store a snapshot record; prints its id (the same record always gets the same id)."""
-    text = sys.stdin.read() if record == "-" else Path(record).read_text(encoding="utf-8")
-    try:
-        value = _json.loads(text)
-    except ValueError as exc:
-        raise InvalidInput(f"{record}: not JSON ({exc})") from None
-    snapshot = call(url, lambda c: c.create_snapshot(value))
+    """Freeze a workspace's resolution (or store a given record); prints the snapshot id.
+
+    The id is derived from the content: the same resolution always gets the same id.
+    A live workspace is pinned to the time of creation."""
+    if (record is None) == (workspace is None):
+        raise InvalidInput("give either --workspace NAME or a record FILE")
+    if workspace is not None:
+        # the resolver lives with the daemon; resolving here keeps one implementation
+        from prodfs.context import Context
+        from prodfs.snapshots import create_snapshot
+
+        async def make(c):
+            ws = await c.get_workspace(workspace)
+            return await create_snapshot(c, Context.from_workspace(ws), workspace=workspace)
+
+        snapshot = call(url, make)
+    else:
+        text = sys.stdin.read() if record == "-" else Path(record).read_text(encoding="utf-8")
+        try:
+            value = _json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"{record}: not JSON ({exc})") from None
+        snapshot = call(url, lambda c: c.create_snapshot(value))
     if json:
         dump(snapshot)
     else:

@@ -120,6 +120,13 @@ def test_workspace_mount_follows_changes_and_snapshots_do_not(tmp_path, pvc, pvc
         assert m.control("context.json")["context"]["strategy"] == "lowest"
         snap = prodfs("snapshot", str(m.path)).stdout.strip()
         assert snap and snap == prodfs("snapshot", str(m.path)).stdout.strip()  # content-derived
+        import subprocess
+        import sys
+
+        res = subprocess.run([sys.executable, "-m", "pvc_client.cli", "snapshot", "create", "--workspace", "lgt",
+                              "--url", pvc_url], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip().splitlines()[-1] == snap  # same resolution, same id
         record = pvc.call("get_snapshot", snap)["record"]
         assert record["choices"][P1] == 1 and record["choices"][P4] == 1
         assert record["context"]["pin"] and record["context"]["strategy"] == "lowest"
