@@ -23,6 +23,8 @@ from pathlib import Path
 
 import trio
 
+from pvc_client import sha256_file
+
 from ._coalesce import Coalescer
 from .stats import Stats
 
@@ -41,14 +43,6 @@ class CorruptBlob(OSError):
 
     def __init__(self, sha: str, detail: str) -> None:
         super().__init__(errno.EIO, f"blob {sha[:12]}: {detail}")
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class BlobCache:
@@ -158,7 +152,7 @@ class BlobCache:
             self._lru[sha] = path.stat().st_size
             self.size += self._lru[sha]
         if sha in self._lru:
-            actual = await trio.to_thread.run_sync(_hash_file, path, limiter=self._limiter)
+            actual = await trio.to_thread.run_sync(sha256_file, path, limiter=self._limiter)
             if actual == sha:
                 self._verified.add(sha)
                 self._lru.move_to_end(sha)
@@ -183,7 +177,7 @@ class BlobCache:
             with open(tmp, "wb") as sink:
                 written = await self._download(sha, sink)
                 await trio.to_thread.run_sync(_flush_and_sync, sink, limiter=self._limiter)
-            actual = await trio.to_thread.run_sync(_hash_file, tmp, limiter=self._limiter)
+            actual = await trio.to_thread.run_sync(sha256_file, tmp, limiter=self._limiter)
             if actual != sha:
                 self.stats.error(f"blob {sha} from the service hashes to {actual}")
                 log.error("cache: blob %s from the service hashes to %s: refused", sha[:12], actual[:12])

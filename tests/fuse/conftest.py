@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pvc_client import PVCClient
+from pvc_client import PVCClient, sha256_file
 
 pytestmark = pytest.mark.fuse
 
@@ -51,11 +50,7 @@ def pvc(pvc_url) -> Publisher:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 @pytest.fixture(scope="session", autouse=True)
