@@ -63,7 +63,10 @@ def parse_time(text: str | _dt.datetime, *, now: _dt.datetime | None = None) -> 
 
 def format_time(value: _dt.datetime) -> str:
     """ISO 8601 in UTC with microseconds and a ``Z``: one spelling per instant."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v = value.astimezone(UTC)
+    # the year by hand: strftime's %Y does not pad years before 1000 on glibc,
+    # which would not parse back
+    return f"{v.year:04d}-{v:%m-%dT%H:%M:%S.%f}Z"
 
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)

@@ -15,8 +15,8 @@ from ._errors import ServiceError
 from ._json import json_response
 from ._metrics import Metrics
 from ._models import MissingBody
-from .config import API_PREFIX
 from ._state import run_db, state
+from .config import API_PREFIX
 
 __all__ = ["router"]
 

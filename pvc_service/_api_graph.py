@@ -13,8 +13,8 @@ from ._graph import closure_graph, index_graph
 from ._json import json_response
 from ._models import ClosureBody
 from ._names import now_us, parse_as_of
-from .config import API_PREFIX
 from ._state import run_db, state
+from .config import API_PREFIX
 
 __all__ = ["router"]
 

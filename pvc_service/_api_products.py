@@ -14,8 +14,8 @@ from ._errors import Invalid
 from ._json import json_response
 from ._models import LabelBody, PublishBody, RenameBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
-from .config import API_PREFIX
 from ._state import run_db, run_read, state
+from .config import API_PREFIX
 
 __all__ = ["router"]
 

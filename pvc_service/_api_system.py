@@ -13,8 +13,8 @@ from ._auth import Principal, require
 from ._db import is_outage
 from ._events import events_after
 from ._json import json_response
-from .config import API_PREFIX
 from ._state import run_db, state
+from .config import API_PREFIX
 
 __all__ = ["router"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
@@ -12,8 +10,8 @@ from ._auth import Principal, require
 from ._json import json_response
 from ._models import SnapshotBody, WorkspaceBody
 from ._names import now_us, parse_as_of
-from .config import API_PREFIX
 from ._state import run_db, run_read, state
+from .config import API_PREFIX
 
 __all__ = ["router"]
 

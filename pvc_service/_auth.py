@@ -18,7 +18,8 @@ from starlette.requests import Request
 
 from ._errors import ServiceError
 
-__all__ = ["ROLES", "Token", "Principal", "TokensFileError", "load_tokens", "require"]
+__all__ = ["ROLES", "Token", "Principal", "TokensFileError", "load_tokens", "tokens_from_mapping",
+           "authenticate", "require"]
 
 ROLES = ("read", "publish", "admin")
 _RANK = {role: i for i, role in enumerate(ROLES)}
@@ -72,7 +73,19 @@ def load_tokens(path: str | Path) -> dict[str, Token]:
         if key in tokens:
             raise TokensFileError(f"{path}:{lineno}: this token is already given to {tokens[key].name!r}")
         tokens[key] = Token(role, name)
+    if not tokens:
+        raise TokensFileError(f"{path}: no tokens (every request would be refused)")
     return tokens
+
+
+def tokens_from_mapping(mapping: dict[str, tuple[str, str]]) -> dict[str, Token]:
+    """``{token: (role, name)}`` -> the form `ServiceConfig.tokens` takes (for in-process apps)."""
+    out: dict[str, Token] = {}
+    for token, (role, name) in mapping.items():
+        if role not in _RANK:
+            raise ValueError(f"unknown role {role!r}")
+        out[_key(token)] = Token(role, name)
+    return out
 
 
 def _key(token: str) -> str:

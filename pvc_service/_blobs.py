@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = ["BlobStore", "check_sha", "ByteRange", "parse_range"]
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 # hashing and writing happen in a worker thread, a few chunks at a time
 _FLUSH_BYTES = 1 << 20
+_STALE_UPLOAD_SECONDS = 24 * 3600
 
 
 def check_sha(sha: str) -> str:
@@ -44,9 +46,18 @@ class BlobStore:
         self.db = db
         self.tmp = root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        # leftovers of uploads interrupted by a crash
+        self._remove_stale_uploads()
+
+    def _remove_stale_uploads(self) -> None:
+        # Leftovers of uploads cut short by a crash. Only old ones: another
+        # service process sharing this directory may be receiving one now.
+        cutoff = time.time() - _STALE_UPLOAD_SECONDS
         for stale in self.tmp.iterdir():
-            stale.unlink(missing_ok=True)
+            try:
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+            except FileNotFoundError:
+                pass
 
     def path(self, sha: str) -> Path:
         check_sha(sha)

@@ -76,8 +76,9 @@ class Database:
             # sqlite3's own timeout is its busy handler: writers wait for each other
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_timeout=30,
-                          connect_args={"connect_timeout": 10})
+            kwargs["connect_args"] = {"connect_timeout": 10}
+        # as many connections as worker threads (anyio's default limit is 40)
+        kwargs.update(pool_size=10, max_overflow=30, pool_timeout=30)
         self.engine: Engine = create_engine(url, **kwargs)
         self.dialect: str = self.engine.dialect.name
         if self.dialect == "sqlite":

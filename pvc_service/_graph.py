@@ -48,7 +48,6 @@ def closure_graph(conn: Connection, as_of: int, roots: list[tuple[str, Ref]]) ->
     seen: set[int] = set()
     for text, ref in roots:
         product = lookup_product(conn, ref.pri.text, as_of)
-        assert product is not None
         number = find_version(conn, product, ref.selector or LATEST, as_of)
         resolved.append({"ref": text, "pri": product.pri, "number": number})
         seen.add(product.id)
@@ -88,12 +87,14 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
             .where(versions.c.created_us <= as_of)
         if batch is not None:
             query = query.where(versions.c.product_id.in_(batch))
-        for r in conn.execute(query.order_by(versions.c.product_id, versions.c.number)):
-            if r.product_id not in per_product:
+        # unpacked rows: this loop runs once per version of the whole store
+        rows = conn.execute(query.order_by(versions.c.product_id, versions.c.number))
+        for vid, pid, number, created in rows:
+            if pid not in per_product:
                 continue
-            entry = {"number": r.number, "created_at": iso(r.created_us), "dependencies": []}
-            per_product[r.product_id].append(entry)
-            by_version[r.id] = entry
+            entry = {"number": number, "created_at": iso(created), "dependencies": []}
+            per_product[pid].append(entry)
+            by_version[vid] = entry
 
     raw_deps: list[tuple[dict[str, Any], int, int]] = []
     for batch in _batches(ids):
@@ -104,10 +105,11 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
         )
         if batch is not None:
             query = query.where(versions.c.product_id.in_(batch))
-        for r in conn.execute(query.order_by(dependencies.c.version_id, dependencies.c.position)):
-            entry = by_version.get(r.version_id)
+        rows = conn.execute(query.order_by(dependencies.c.version_id, dependencies.c.position))
+        for vid, dep_pid, dep_number in rows:
+            entry = by_version.get(vid)
             if entry is not None:
-                raw_deps.append((entry, r.dep_product_id, r.dep_number))
+                raw_deps.append((entry, dep_pid, dep_number))
     # dependencies outside the answered set (a prefixed index) still need names
     outside = {pid for _, pid, _ in raw_deps if pid not in canonical}
     names = {pid: name for pid, (name, _) in canonical.items()}

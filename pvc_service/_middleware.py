@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._db import is_outage
@@ -78,6 +79,10 @@ class RequestMiddleware:
             if limited and _content_length(scope) > self.max_body_bytes:
                 raise _BodyTooLarge(self.max_body_bytes)
             await self.app(scope, receive_wrapper, send_wrapper)
+        except ClientDisconnect:
+            # the client went away mid-request (an upload cut short): nobody to answer
+            access_log.info("%s %s: client disconnected", method, path)
+            status = status or 499
         except Exception as error:  # noqa: BLE001 - this is the last resort by design
             response = self._error(error, method, path, request_id)
             if status:

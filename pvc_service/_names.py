@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Select, func, select
 from ._errors import NotFound, from_client_error
 from ._schema import label_moves, product_names, products, versions
 
-__all__ = ["now_us", "parse_as_of", "chunks", "lookup_product", "canonical_names_query",
+__all__ = ["now_us", "parse_as_of", "chunks", "find_product", "lookup_product", "canonical_names_query",
            "canonical_names", "aliases_of", "latest_numbers", "labels_as_of", "Product",
            "product_by_id"]
 
@@ -61,8 +61,8 @@ class Product:
         self.began_us = began_us  # when that canonical name began
 
 
-def lookup_product(conn: Connection, name: str, as_of: int, *, required: bool = True) -> Product | None:
-    """The product a name (canonical or alias) denotes as of a time."""
+def find_product(conn: Connection, name: str, as_of: int) -> Product | None:
+    """The product a name (canonical or alias) denotes as of a time, or None."""
     row = conn.execute(
         select(products.c.id, products.c.created_us)
         .join(product_names, product_names.c.product_id == products.c.id)
@@ -70,11 +70,21 @@ def lookup_product(conn: Connection, name: str, as_of: int, *, required: bool = 
                products.c.created_us <= as_of)
     ).first()
     if row is None:
-        if required:
-            raise NotFound(f"no product {name!r} as of {format_time(from_micros(as_of))}")
         return None
-    canonical = canonical_names(conn, [row.id], as_of)[row.id]
-    return Product(row.id, canonical[0], row.created_us, canonical[1])
+    current = conn.execute(
+        select(product_names.c.name, product_names.c.began_us)
+        .where(product_names.c.product_id == row.id, product_names.c.began_us <= as_of)
+        .order_by(product_names.c.began_us.desc(), product_names.c.id.desc()).limit(1)
+    ).one()
+    return Product(row.id, current.name, row.created_us, current.began_us)
+
+
+def lookup_product(conn: Connection, name: str, as_of: int) -> Product:
+    """Like `find_product`, but an unknown name is a 404."""
+    product = find_product(conn, name, as_of)
+    if product is None:
+        raise NotFound(f"no product {name!r} as of {format_time(from_micros(as_of))}")
+    return product
 
 
 def canonical_names_query(as_of: int, ids: Sequence[int] | None = None) -> Select[Any]:

@@ -22,6 +22,7 @@ from ._names import (
     canonical_names,
     chunks,
     labels_as_of,
+    find_product,
     lookup_product,
     now_us,
     product_by_id,
@@ -131,7 +132,7 @@ def _resolve_dependencies(conn: Connection, refs: list[Ref], at: int) -> list[tu
     """(product id, number) of each dependency, as it existed at the new version's time."""
     out: list[tuple[int, int]] = []
     for ref in refs:
-        target = lookup_product(conn, ref.pri.text, at, required=False)
+        target = find_product(conn, ref.pri.text, at)
         if target is None:
             raise Invalid(f"dependency {ref}: no product {ref.pri} as of {iso(at)}")
         try:
@@ -175,7 +176,6 @@ def rename(db: Database, name: str, new_name: str) -> tuple[Product, int]:
 def _rename(conn: Connection, name: str, new_name: str) -> tuple[Product, int]:
     now = now_us()
     product = lookup_product(conn, name, now)
-    assert product is not None
     owner = _product_for_name(conn, new_name)
     if owner is not None:
         whose = "an older name of this product" if owner == product.id else "taken by another product"
@@ -198,7 +198,6 @@ def set_label(db: Database, name: str, label: str, number: int, author: str) -> 
 def _set_label(conn: Connection, name: str, label: str, number: int, author: str) -> dict[str, Any]:
     now = now_us()
     product = lookup_product(conn, name, now)
-    assert product is not None
     find_version(conn, product, str(number), now)  # 404 unless visible now
     moved = max(now, _last_move(conn, product.id, label))
     conn.execute(label_moves.insert().values(product_id=product.id, label=label, number=number,
@@ -214,7 +213,6 @@ def delete_label(db: Database, name: str, label: str, author: str) -> None:
 def _delete_label(conn: Connection, name: str, label: str, author: str) -> None:
     now = now_us()
     product = lookup_product(conn, name, now)
-    assert product is not None
     if label not in labels_as_of(conn, [product.id], now).get(product.id, {}):
         raise NotFound(f"no label {product.pri}@{label}")
     moved = max(now, _last_move(conn, product.id, label))

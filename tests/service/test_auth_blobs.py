@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from pvc_service._auth import Token, _key
+from pvc_service._auth import tokens_from_mapping
+from pvc_service._blobs import BlobStore
 
 from .conftest import AppFactory, client
 from .helpers import error_code, file_entry, publish, sha, upload
@@ -23,8 +25,7 @@ TOKENS = {"reader-token": ("read", "viewer"), "publisher-token": ("publish", "li
 
 @pytest.fixture
 async def secured(make_app: AppFactory) -> AsyncIterator[FastAPI]:
-    tokens = {_key(token): Token(role, name) for token, (role, name) in TOKENS.items()}
-    yield make_app(tokens=tokens)
+    yield make_app(tokens=tokens_from_mapping(TOKENS))
 
 
 async def test_roles(secured: FastAPI) -> None:
@@ -160,3 +161,13 @@ async def test_size_limits(make_app: AppFactory) -> None:
         manifest = [file_entry(f"f{i}", b"x") for i in range(50)]
         r = await api.post(f"/products/{PRI}/versions", json={"manifest": manifest})
         assert r.status_code == 413 and error_code(r) == "payload_too_large"
+
+
+async def test_interrupted_uploads_are_cleaned_up_when_old(app: FastAPI) -> None:
+    store = app.state.pvc.blobs
+    old, fresh = store.tmp / "up-old", store.tmp / "up-fresh"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"in progress elsewhere")
+    os.utime(old, (0, 0))
+    BlobStore(store.root, store.db)  # what a service start does
+    assert not old.exists() and fresh.exists()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
 
 from prodfs.graph import Graph
 
@@ -113,3 +117,39 @@ async def test_closure_of_a_long_chain_is_complete(api: httpx.AsyncClient) -> No
     await publish(api, names[0], {"f": b"again"}, dependencies=[f"{names[-1]}@1"])
     graph = (await api.post("/closure", json={"roots": [f"{names[5]}@1"]})).json()
     assert set(graph["products"]) == set(names)
+
+
+async def test_index_and_closure_do_not_query_per_product(app: FastAPI, api: httpx.AsyncClient) -> None:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def queries(method: str, path: str, **kwargs: Any) -> int:
+        statements.clear()
+        r = await api.request(method, path, **kwargs)
+        assert r.status_code == 200, r.text
+        return len(statements)
+
+    async def grow(width: int) -> None:
+        # one hub depending on `width` leaves, each with two versions and a label
+        deps = []
+        for i in range(width):
+            leaf = f"wide-leaf{i}"
+            if (await api.get(f"/products/{leaf}")).status_code == 404:
+                await publish(api, leaf, {"f": leaf.encode()})
+                await publish(api, leaf, {"f": leaf.encode() + b"2"}, labels=["published"])
+            deps.append(f"{leaf}@2")
+        await publish(api, "wide-hub", {"h": str(width).encode()}, dependencies=deps)
+
+    engine = app.state.pvc.db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await grow(3)
+        small = (await queries("GET", "/index"), await queries("POST", "/closure", json={"roots": ["wide-hub"]}))
+        await grow(40)
+        large = (await queries("GET", "/index"), await queries("POST", "/closure", json={"roots": ["wide-hub"]}))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len((await api.get("/index")).json()["products"]) == 41
+    assert large == small

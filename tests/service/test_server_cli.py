@@ -36,6 +36,9 @@ def test_bad_tokens_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "already given to 'viewer'" in _one_line(capsys)
     assert main(["--data", str(tmp_path / "d"), "--tokens", str(tmp_path / "absent")]) == 2
     assert "cannot read" in _one_line(capsys)
+    tokens.write_text("# nobody yet\n")
+    assert main(["--data", str(tmp_path / "d"), "--tokens", str(tokens)]) == 2
+    assert "no tokens" in _one_line(capsys)
 
 
 def test_bad_database_urls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
