@@ -3,24 +3,44 @@
 This is the demo's promise end to end: versionless relative paths between
 products, resolved by the mount's context (live, or pinned to a day of the
 history), compose the documented values.
+
+Stages are opened in a child process, as a DCC would: USD keeps crate files
+open (memory-mapped) while a layer lives, and a file held by the test process
+would keep the mount busy at unmount.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from prodfs_demo import DemoShow, check_stage
+from prodfs_demo import DemoShow
 from pvc_client import format_time
-from tests.demo.conftest import open_layer
 from tests.support.mount import mounted
 
 pytestmark = pytest.mark.fuse
 
 LGT = "spies:100:10-lgt:walter"
+
+# argv: description JSON, mount root, JSON list of [name under the root, selection]
+CHILD = """
+import json, sys
+from pxr import Usd
+from prodfs_demo import Show, check_stage
+show = Show.from_json(json.load(open(sys.argv[1])))
+out = {}
+for name, selection in json.loads(sys.argv[3]):
+    pri = name.partition("@")[0]
+    stage = Usd.Stage.Open(f"{sys.argv[2]}/{name}/{show.products[pri].layer}")
+    out[name] = ["the layer did not open"] if stage is None else check_stage(stage, show.compose(pri, selection))
+print(json.dumps(out))
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -31,31 +51,41 @@ def _need_fuse() -> None:
         pytest.skip("FUSE is not available")
 
 
-def _problems(show: DemoShow, root: Path, name: str, selection: dict[str, int]) -> list[str]:
-    # the stage dies with this frame: a layer kept open would keep the mount busy at unmount
-    return check_stage(open_layer(show, root, name), show.compose(name.partition("@")[0], selection))
+@pytest.fixture
+def described(published: DemoShow, tmp_path: Path) -> Path:
+    path = tmp_path / "show.json"
+    published.save(path)
+    return path
 
 
-def _check_all(show: DemoShow, root: Path, selection: dict[str, int]) -> None:
-    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted(selection)
-    for pri in selection:
-        assert _problems(show, root, pri, selection) == [], pri
+def _problems(described: Path, root: Path, checks: list[tuple[str, dict[str, int]]]) -> dict[str, list[str]]:
+    done = subprocess.run([sys.executable, "-c", CHILD, str(described), str(root), json.dumps(checks)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
-def test_live_mount_composes_the_newest_show(service_url: str, published: DemoShow, tmp_path: Path) -> None:
+def test_live_mount_composes_the_newest_show(service_url: str, published: DemoShow, described: Path,
+                                            tmp_path: Path) -> None:
     selection = published.selection()
+    checks = [(pri, selection) for pri in selection]
+    # an explicit version of the shot: its own layer is v2, its neighbours are the mount's
+    checks.append((f"{LGT}@2", {**selection, LGT: 2}))
+    # a label: approved moved to v3 after the history
+    checks.append((f"{LGT}@approved", {**selection, LGT: 3}))
     with mounted(tmp_path, service_url) as mnt:
-        _check_all(published, mnt.path, selection)
-        # an explicit version of the shot: its own layer is v2, its neighbours are the mount's
-        assert _problems(published, mnt.path, f"{LGT}@2", {**selection, LGT: 2}) == []
-        # a label: approved moved to v3 after the history
-        assert _problems(published, mnt.path, f"{LGT}@approved", {**selection, LGT: 3}) == []
+        assert sorted(p for p in os.listdir(mnt.path) if not p.startswith(".")) == sorted(selection)
+        problems = _problems(described, mnt.path, checks)
+    assert problems == {name: [] for name, _ in checks}
 
 
-def test_pinned_mount_composes_the_show_of_that_day(service_url: str, published: DemoShow,
+def test_pinned_mount_composes_the_show_of_that_day(service_url: str, published: DemoShow, described: Path,
                                                     tmp_path: Path) -> None:
     at = published.pins()["day3"]  # lighting v2 on the diamond; model without its hat
     selection = published.selection(at)
     assert selection != published.selection()
+    checks = [(pri, selection) for pri in selection]
     with mounted(tmp_path, service_url, "--pin", format_time(at), name="day3") as mnt:
-        _check_all(published, mnt.path, selection)
+        assert sorted(p for p in os.listdir(mnt.path) if not p.startswith(".")) == sorted(selection)
+        problems = _problems(described, mnt.path, checks)
+    assert problems == {name: [] for name, _ in checks}
