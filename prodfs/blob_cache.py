@@ -6,7 +6,9 @@ only through `_fetch`: it is downloaded to ``CACHE/tmp/``, hashed, fsynced and
 renamed into place, so a crash never leaves a half blob under its name. A blob
 already on disk is re-hashed the first time this process uses it (disk
 corruption, or a tampered cache, is never served: it is dropped and
-refetched). Size is bounded by LRU eviction of blobs no open file holds.
+refetched); after that, a blob whose file changed (inode, size or mtime) is
+re-hashed before it is served again, and one that vanished is refetched.
+Size is bounded by LRU eviction of blobs no open file holds.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class BlobCache:
         self.stats = stats or Stats()
         self._limiter = trio.CapacityLimiter(threads)
         self._fetches: Coalescer[Path] = Coalescer()
-        self._verified: set[str] = set()
+        # sha -> the file's (inode, size, mtime) when it was hashed: a change
+        # (tampering, a partial restore) means hashing it again before use
+        self._verified: dict[str, tuple[int, int, int] | None] = {}
         self._open: dict[str, int] = {}  # sha -> open handles; never evicted while > 0
         self._lru: OrderedDict[str, int] = OrderedDict()  # sha -> size, oldest first
         self.size = 0
@@ -116,7 +120,7 @@ class BlobCache:
         size = self._lru.pop(sha, None)
         if size is not None:
             self.size -= size
-        self._verified.discard(sha)
+        self._verified.pop(sha, None)
 
     def _evict_for(self, incoming: int) -> None:
         if self.max_bytes is None:
@@ -140,13 +144,18 @@ class BlobCache:
     async def ensure(self, sha: str, size: int) -> Path:
         """Return the local path of a verified blob, fetching it if needed."""
         if sha in self._verified:
-            self._lru.move_to_end(sha)
-            self.stats.cache_hits += 1
-            return self.path(sha)
+            if self._verified[sha] == _signature(self.path(sha)):
+                self._lru.move_to_end(sha)
+                self.stats.cache_hits += 1
+                return self.path(sha)
+            log.warning("cache: %s changed on disk since it was verified: checking it again", sha[:12])
+            self._verified.pop(sha, None)
         return await self._fetches.run(sha, lambda: self._ensure_slow(sha, size))
 
     async def _ensure_slow(self, sha: str, size: int) -> Path:
         path = self.path(sha)
+        if sha in self._lru and not path.exists():
+            self._forget(sha)  # removed behind our back (a cleaned cache): fetch again
         if sha not in self._lru and path.exists():
             # put there by another process sharing the cache (prefetch, a second mount)
             self._lru[sha] = path.stat().st_size
@@ -154,7 +163,7 @@ class BlobCache:
         if sha in self._lru:
             actual = await trio.to_thread.run_sync(sha256_file, path, limiter=self._limiter)
             if actual == sha:
-                self._verified.add(sha)
+                self._verified[sha] = _signature(path)
                 self._lru.move_to_end(sha)
                 self.stats.cache_hits += 1
                 return path
@@ -193,7 +202,7 @@ class BlobCache:
             raise
         self._lru[sha] = written
         self.size += written
-        self._verified.add(sha)
+        self._verified[sha] = _signature(self.path(sha))
         self.stats.blobs_fetched += 1
         self.stats.bytes_fetched += written
         log.debug("cache: fetched %s (%d bytes, %.3fs)", sha[:12], written, time.monotonic() - started)
@@ -206,6 +215,14 @@ class BlobCache:
             "limit": self.max_bytes,
             "open": len(self._open),
         }
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _flush_and_sync(f) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from pvc_client import PVCClient, PVCError, parse_time, to_micros
+from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
 
 from . import _sdnotify
 from .blob_cache import BlobCache
@@ -27,6 +27,7 @@ from .context import Context
 from .fs import LONG, Operations
 from .graph import Graph
 from .namespace import ROOT, Namespace
+from .offline import SavedContexts
 from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 from .snapshots import create_snapshot, load_graph
 from .state import MountState
@@ -51,7 +52,13 @@ class Daemon:
         token = os.environ.get("PVC_TOKEN")
         if opts.token_file:
             token = Path(opts.token_file).read_text().strip()
-        self.client = PVCClient(opts.pvc, token=token, timeout=opts.pvc_timeout)
+        # A FUSE request waits on PVC for --pvc-timeout at most, retries included.
+        self.client = PVCClient(opts.pvc, token=token, timeout=opts.pvc_timeout, deadline=opts.pvc_timeout)
+        # The feed has its own loop and backoff: a failed long-poll is reported
+        # (degraded) at once rather than after the client's retries.
+        self.feed_client = PVCClient(opts.pvc, token=token, timeout=opts.pvc_timeout, retries=0,
+                                     max_connections=2)
+        self.saved = SavedContexts(self.cache_dir)
         self.io_limiter = trio.CapacityLimiter(8)
         self.blobs = BlobCache(self.cache_dir, self.client.download_blob, max_bytes=opts.cache_size, stats=self.stats)
         self.versions = VersionStore(self._fetch_version, self.cache_dir, self.stats)
@@ -75,22 +82,55 @@ class Daemon:
             prefer=tuple(o.prefer), overrides=tuple(o.override),
         )
 
-    async def load(self) -> None:
+    def _context(self, snapshot: dict | None) -> Context:
         o = self.opts
-        snapshot = None
-        if o.snapshot:
-            snapshot = await self.client.get_snapshot(o.snapshot)
-            context = Context.from_json(snapshot["record"]["context"]).replace(snapshot=snapshot["id"])
-            self.snapshot = snapshot
-        elif o.workspace:
-            self.workspace = await self.client.get_workspace(o.workspace)
+        if snapshot is not None:
+            return Context.from_json(snapshot["record"]["context"]).replace(snapshot=snapshot["id"])
+        if self.workspace is not None:
             context = Context.from_workspace(self.workspace)
             # command-line context options refine a workspace for this mount only
             if o.pin:
                 context = context.replace(pin_us=self._cli_context().pin_us)
+            return context
+        return self._cli_context()
+
+    def _saved_key(self) -> str | None:
+        """The key of what this mount loads, if that never changes (offline starts)."""
+        o = self.opts
+        if o.snapshot:
+            return f"snapshot:{o.snapshot}"
+        if o.workspace or not o.pin or o.pin in ("none", "now") or o.pin.startswith("-"):
+            return None  # live, or a relative pin: what it loads differs every time
+        return f"pin:{self._cli_context().pin_us}"
+
+    async def _load_online(self) -> tuple[dict | None, Context, dict]:
+        o = self.opts
+        snapshot = None
+        if o.snapshot:
+            snapshot = await self.client.get_snapshot(o.snapshot)
+        elif o.workspace:
+            self.workspace = await self.client.get_workspace(o.workspace)
+        context = self._context(snapshot)
+        as_of = format_time(from_micros(context.pin_us)) if context.pin_us is not None else None
+        return snapshot, context, await self.client.index(as_of=as_of)
+
+    async def load(self) -> None:
+        o = self.opts
+        key = self._saved_key()
+        try:
+            snapshot, context, index = await self._load_online()
+        except Unavailable as exc:
+            saved = self.saved.load(key) if key else None
+            if saved is None:
+                raise
+            snapshot, index = saved.get("snapshot"), saved["index"]
+            context = self._context(snapshot)
+            self.set_degraded(f"PVC unreachable at mount time ({exc}); serving the context saved by an earlier mount")
         else:
-            context = self._cli_context()
-        graph = await self._load_graph(context)
+            if key:
+                await trio.to_thread.run_sync(self.saved.save, key, {"snapshot": snapshot, "index": index})
+        self.snapshot = snapshot
+        graph = Graph.from_json(index)
         self.state = MountState(context, graph, snapshot=snapshot["record"] if snapshot else None)
         self.namespace = Namespace(self.state, self.versions)
         # Names in a snapshot, or an ad hoc pinned context, never change.
@@ -187,22 +227,52 @@ class Daemon:
             generation=self.state.generation,
         )
 
+    # -- health ------------------------------------------------------------
+    def set_degraded(self, why: str) -> None:
+        """PVC cannot be reached: say so (status, log) once, keep serving what is known."""
+        if self.stats.degraded_since is None:
+            self.stats.degraded_since = time.time()
+            self.stats.degraded_reason = why
+            log.warning("degraded: %s; serving the last known resolution and the cache", why)
+
+    def set_healthy(self) -> None:
+        if self.stats.degraded_since is not None:
+            log.info("PVC reachable again after %.1fs: no longer degraded", time.time() - self.stats.degraded_since)
+            self.stats.degraded_since = None
+            self.stats.degraded_reason = None
+
+    def service_failed(self, exc: BaseException) -> None:
+        """A handler's request failed: an unreachable service makes the mount degraded."""
+        if isinstance(exc, Unavailable):
+            self.set_degraded(str(exc))
+
+    async def watch_service(self) -> None:
+        """Without a feed (snapshots), find out when a degraded mount's service is back."""
+        backoff = 1.0
+        while True:
+            await trio.sleep(backoff)
+            if self.stats.degraded_since is None:
+                backoff = 1.0
+                continue
+            try:
+                await self.feed_client.health()
+            except PVCError:
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.set_healthy()
+
     # -- change feed -------------------------------------------------------
     async def follow_feed(self) -> None:
         backoff = 0.5
         while True:
             try:
-                page = await self.client.events(after=self.state.graph.cursor, timeout=25.0)
+                page = await self.feed_client.events(after=self.state.graph.cursor, timeout=self.opts.feed_poll)
             except PVCError as exc:
-                if self.stats.degraded_since is None:
-                    self.stats.degraded_since = time.time()
-                    log.warning("PVC unreachable (%s): serving the last known resolution", exc)
+                self.set_degraded(f"the change feed failed: {exc}")
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if self.stats.degraded_since is not None:
-                log.info("PVC reachable again after %.1fs", time.time() - self.stats.degraded_since)
-                self.stats.degraded_since = None
+            self.set_healthy()
             backoff = 0.5
             await self.apply_events(page.get("events", []))
             self.state.graph.cursor = max(self.state.graph.cursor, int(page.get("cursor", 0)))
@@ -281,6 +351,8 @@ class Daemon:
                 nursery.start_soon(self._invalidator, receive)
                 if self.snapshot is None:
                     nursery.start_soon(self.follow_feed)
+                else:
+                    nursery.start_soon(self.watch_service)
                 nursery.start_soon(self._serve, nursery.cancel_scope)
                 await trio.sleep(0)
                 _ready(ready_fd, self.mountpoint)
@@ -288,6 +360,7 @@ class Daemon:
             _sdnotify.notify("STOPPING=1")
             pyfuse3.close(unmount=True)
             await self.client.aclose()
+            await self.feed_client.aclose()
             log.info("unmounted %s", self.mountpoint)
 
     async def _serve(self, scope: trio.CancelScope) -> None:

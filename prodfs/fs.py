@@ -68,6 +68,7 @@ def _guarded(fn: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - this is the one place that maps them
             code, quiet = to_errno(exc)
             what = self._describe(fn.__name__, args)
+            self.daemon.service_failed(exc)
             if quiet:
                 log.debug("%s: %s", what, exc)
             elif code == errno.EIO and not isinstance(exc, (FsError, PVCError, OSError)):

@@ -32,6 +32,16 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def _feed_poll(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds between 1 and 60")
+    return value
+
+
 def default_cache_dir() -> Path:
     if os.getuid() == 0:
         return Path("/var/cache/prodfs")
@@ -60,7 +70,10 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--live-timeout", type=float, default=1.0, metavar="SECONDS",
                        help="how long the kernel may keep a versionless name of a live context (default 1)")
     cache.add_argument("--pvc-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="give up on a PVC request after this long: the path answers EIO (default 10)")
+                       help="give up on a PVC request after this long, retries included: the path answers EIO (default 10)")
+    cache.add_argument("--feed-poll", type=_feed_poll, default=25.0, metavar="SECONDS",
+                       help="how long one change-feed request waits for news (1..60); a silent service is "
+                            "noticed (degraded) within this plus --pvc-timeout (default 25)")
     run = p.add_argument_group("running")
     run.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     run.add_argument("--allow-other", action="store_true", help="let other users see the mount (needs user_allow_other)")

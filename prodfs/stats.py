@@ -29,6 +29,7 @@ class Stats:
     events: int = 0
     errors: int = 0
     degraded_since: float | None = None
+    degraded_reason: str | None = None
     last_error: str | None = None
 
     def error(self, message: str) -> None:

@@ -148,6 +148,12 @@ async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
 class PVCClient:
     """Async client of the PVC HTTP API (docs/api.md). Use under trio.
 
+    ``deadline`` (seconds, optional) bounds the whole of one call, retries and
+    backoff included: every attempt's timeouts are cut to what is left of it,
+    and no retry starts that could not finish in time. A blob download counts
+    it from its last progress, so a large transfer that keeps flowing is not
+    cut, while one that stalls is. The change feed's long-poll is exempt.
+
     ``stats`` counts ``requests`` (attempts sent), ``retries`` (attempts that
     repeated a failed one), ``errors`` (calls that ended in a `PVCError`),
     ``bytes_in``/``bytes_out`` (bodies received/sent) and ``latency`` (total
@@ -167,6 +173,7 @@ class PVCClient:
         token: str | None = None,
         timeout: float = 10.0,
         retries: int = 3,
+        deadline: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 20,
     ) -> None:
@@ -174,7 +181,10 @@ class PVCClient:
             raise InvalidInput(f"retries must be >= 0, not {retries}")
         if timeout <= 0:
             raise InvalidInput(f"timeout must be positive, not {timeout}")
+        if deadline is not None and deadline <= 0:
+            raise InvalidInput(f"deadline must be positive, not {deadline}")
         self.url = url
+        self._deadline = deadline
         self._timeout = float(timeout)
         self._retries = retries
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
@@ -225,15 +235,24 @@ class PVCClient:
         handle: Callable[[httpx.Response], Awaitable[T]],
         *,
         idempotent: bool,
+        bounded: bool = True,
+        progress: Callable[[], int] | None = None,
     ) -> T:
         """Send ``build()``, retrying what is safe, and return ``handle(response)``.
 
         ``build`` is called once per attempt so that streamed bodies and Range
         headers start afresh; ``handle`` consumes a successful (streamed) answer.
+        ``bounded`` calls obey the deadline; ``progress()`` (bytes received so
+        far) restarts it when a broken transfer had moved on.
         """
         attempt = 0
+        end = time.monotonic() + self._deadline if self._deadline is not None and bounded else None
+        seen = progress() if progress is not None else 0
         while True:
             request = build()
+            if end is not None:
+                left = max(end - time.monotonic(), 0.001)
+                request.extensions["timeout"] = httpx.Timeout(min(self._timeout, left)).as_dict()
             what = f"{request.method} {request.url.path.removeprefix(API_PREFIX)}"
             self.stats["requests"] += 1
             self.stats["bytes_out"] += int(request.headers.get("content-length") or 0)
@@ -252,13 +271,18 @@ class PVCClient:
                 failure = exc
             finally:
                 self.stats["latency"] += time.monotonic() - started
-            if attempt >= self._retries or not _retryable(failure, idempotent):
+            delay = self._backoff(attempt, failure)
+            if end is not None and progress is not None and progress() > seen:
+                seen = progress()
+                end = time.monotonic() + self._deadline  # type: ignore[operator]
+            out_of_time = end is not None and time.monotonic() + delay >= end
+            if attempt >= self._retries or out_of_time or not _retryable(failure, idempotent):
                 self.stats["errors"] += 1
                 error = _translate(failure, what)
                 if isinstance(failure, httpx.HTTPError):
                     raise error from failure
                 raise error
-            await trio.sleep(self._backoff(attempt, failure))
+            await trio.sleep(delay)
             attempt += 1
             self.stats["retries"] += 1
 
@@ -271,6 +295,7 @@ class PVCClient:
         body: Any = None,
         idempotent: bool | None = None,
         timeout: httpx.Timeout | None = None,
+        bounded: bool = True,
     ) -> Any:
         """A JSON request; ``None`` for an empty (204) answer."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
@@ -294,7 +319,7 @@ class PVCClient:
 
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT")
-        return await self._send(build, handle, idempotent=idempotent)
+        return await self._send(build, handle, idempotent=idempotent, bounded=bounded)
 
     # -- service and products --------------------------------------------------------------
 
@@ -491,7 +516,7 @@ class PVCClient:
                     break
             return written
 
-        return await self._send(build, handle, idempotent=True)
+        return await self._send(build, handle, idempotent=True, progress=lambda: written)
 
     # -- graph and events ------------------------------------------------------------------
 
@@ -511,7 +536,7 @@ class PVCClient:
         # The service holds the answer up to `timeout`: the read timeout must outlast it.
         wait = httpx.Timeout(self._timeout, read=timeout + self._timeout)
         params = {"after": after, "timeout": timeout, "limit": limit}
-        return await self._json("GET", "/events", params=params, timeout=wait)
+        return await self._json("GET", "/events", params=params, timeout=wait, bounded=False)
 
     # -- workspaces and snapshots ----------------------------------------------------------
 

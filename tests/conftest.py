@@ -18,6 +18,20 @@ import pytest
 from tests.support.service import Service, pg_database, running_service
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the long tests marked slow (fault, load and fuzz suites)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def pvc_service(tmp_path: Path) -> Iterator[Service]:
     with running_service(tmp_path / "pvc-data") as service:
