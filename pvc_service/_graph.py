@@ -35,7 +35,8 @@ def index_graph(conn: Connection, as_of: int, prefix: str = "") -> dict[str, Any
     )
     if prefix:
         query = query.where(names.c.name.startswith(prefix, autoescape=True))
-    found = {r.product_id: (r.name, r.began_us, r.created_us) for r in conn.execute(query)}
+    # .all(): one fetch for the whole answer, not a driver call per row
+    found = {pid: (name, began, created) for pid, name, began, created in conn.execute(query).all()}
     # without a prefix every visible product is wanted: no id lists at all
     ids = sorted(found) if prefix else None
     return _graph(conn, as_of, cursor, found, ids)
@@ -88,7 +89,7 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
         if batch is not None:
             query = query.where(versions.c.product_id.in_(batch))
         # unpacked rows: this loop runs once per version of the whole store
-        rows = conn.execute(query.order_by(versions.c.product_id, versions.c.number))
+        rows = conn.execute(query.order_by(versions.c.product_id, versions.c.number)).all()
         for vid, pid, number, created in rows:
             if pid not in per_product:
                 continue
@@ -105,7 +106,7 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
         )
         if batch is not None:
             query = query.where(versions.c.product_id.in_(batch))
-        rows = conn.execute(query.order_by(dependencies.c.version_id, dependencies.c.position))
+        rows = conn.execute(query.order_by(dependencies.c.version_id, dependencies.c.position)).all()
         for vid, dep_pid, dep_number in rows:
             entry = by_version.get(vid)
             if entry is not None:

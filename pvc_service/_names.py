@@ -106,8 +106,8 @@ def canonical_names(conn: Connection, ids: Iterable[int] | None, as_of: int) -> 
     out: dict[int, tuple[str, int]] = {}
     batches: Iterable[list[int] | None] = [None] if ids is None else chunks(ids)
     for batch in batches:
-        for row in conn.execute(canonical_names_query(as_of, batch)):
-            out[row.product_id] = (row.name, row.began_us)
+        for pid, name, began in conn.execute(canonical_names_query(as_of, batch)).all():
+            out[pid] = (name, began)
     return out
 
 
@@ -121,10 +121,10 @@ def aliases_of(conn: Connection, ids: Iterable[int] | None, as_of: int,
             product_names.c.began_us <= as_of)
         if batch is not None:
             query = query.where(product_names.c.product_id.in_(batch))
-        for row in conn.execute(query):
-            current = canonical.get(row.product_id)
-            if current is not None and row.name != current[0]:
-                out.setdefault(row.product_id, []).append(row.name)
+        for pid, name in conn.execute(query).all():
+            current = canonical.get(pid)
+            if current is not None and name != current[0]:
+                out.setdefault(pid, []).append(name)
     for names in out.values():
         names.sort()
     return out
@@ -157,14 +157,10 @@ def labels_as_of(conn: Connection, ids: Iterable[int] | None, as_of: int) -> dic
             inner = inner.where(label_moves.c.product_id.in_(batch))
         sub = inner.subquery()
         rows = conn.execute(select(sub.c.product_id, sub.c.label, sub.c.number)
-                            .where(sub.c.rank == 1, sub.c.number.is_not(None)))
-        for row in rows:
-            out.setdefault(row.product_id, {})[row.label] = row.number
-    for labels in out.values():
-        # stable order in answers
-        items = sorted(labels.items())
-        labels.clear()
-        labels.update(items)
+                            .where(sub.c.rank == 1, sub.c.number.is_not(None))
+                            .order_by(sub.c.product_id, sub.c.label)).all()
+        for pid, label, number in rows:  # sorted, so each product's labels come in order
+            out.setdefault(pid, {})[label] = number
     return out
 
 
