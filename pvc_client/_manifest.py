@@ -18,7 +18,9 @@ trusts nothing it did not check):
 - ``mode`` keeps permission bits only (``0o7777``); ``sha256`` is 64 lowercase
   hex characters; ``size`` >= 0;
 - a symlink's ``target`` is relative and, resolved from the link's directory,
-  stays inside the version (an absolute target or one climbing out is refused);
+  stays inside the version (an absolute target or one climbing out is refused),
+  also when it passes through other links of the version the way the kernel
+  follows them (``d/up -> ..`` then ``x -> d/up/../..`` climbs out);
 - at most `MAX_ENTRIES` entries.
 """
 
@@ -143,7 +145,44 @@ def validate_manifest(raw: object) -> list[Entry]:
         parent = posixpath.dirname(e.path)
         if parent and (parent not in entries or entries[parent].type != "dir"):
             raise InvalidManifest(f"{e.path!r}: parent {parent!r} is not a directory entry")
+    for e in entries.values():
+        if e.type == "symlink":
+            _follow_inside(entries, e)
     return [entries[p] for p in sorted(entries)]
+
+
+_MAX_LINK_HOPS = 40  # the kernel's own limit (ELOOP)
+
+
+def _follow_inside(entries: dict[str, Entry], link: Entry) -> None:
+    """Resolve a link's target through the manifest as the kernel would; refuse a climb out.
+
+    A lexical check of each target alone misses a target that goes through
+    another link: ``..`` after a link is taken from where the link led.
+    """
+    where = [p for p in posixpath.dirname(link.path).split("/") if p]
+    todo = (link.target or "").split("/")
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not where:
+                raise InvalidManifest(f"symlink {link.path!r}: target {link.target!r} leaves the version "
+                                      "through another link")
+            where.pop()
+            continue
+        e = entries.get("/".join([*where, part]))
+        if e is None or (e.type == "file" and todo):
+            return  # the kernel stops here (ENOENT, ENOTDIR): nothing beyond is reached
+        if e.type == "symlink":
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                return  # a loop: the kernel answers ELOOP, nothing is reached
+            todo = (e.target or "").split("/") + todo
+            continue
+        where.append(part)
 
 
 def normalize_manifest(raw: Iterable[dict]) -> list[dict]:
