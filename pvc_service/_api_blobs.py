@@ -14,6 +14,7 @@ from ._blobs import ByteRange, check_sha, parse_range
 from ._errors import ServiceError
 from ._json import json_response
 from ._metrics import Metrics
+from ._middleware import HEAD_FLAG
 from ._models import MissingBody
 from ._state import run_db, state
 from .config import API_PREFIX
@@ -52,19 +53,16 @@ def _headers(sha256: str) -> dict[str, str]:
     return {"ETag": f'"{sha256}"', "Cache-Control": _CACHE, "Accept-Ranges": "bytes"}
 
 
-@router.head("/blobs/{sha256}")
-async def exists(request: Request, sha256: str, _: Principal = Depends(require("read"))) -> Response:
-    _, size = await run_db(state(request).blobs.require, sha256)
-    return Response(headers={**_headers(sha256), "Content-Length": str(size)},
-                    media_type="application/octet-stream")
-
-
-@router.get("/blobs/{sha256}")
+@router.get("/blobs/{sha256}", summary="Download a blob (HEAD: its size)")
 async def download(request: Request, sha256: str, _: Principal = Depends(require("read"))) -> Response:
     st = state(request)
     path, size = await run_db(st.blobs.require, sha256)
     etag = f'"{sha256}"'
     headers = _headers(sha256)
+    if request.scope.get(HEAD_FLAG):
+        # a HEAD (see the middleware): the size, without opening the blob
+        return Response(headers={**headers, "Content-Length": str(size)},
+                        media_type="application/octet-stream")
     if request.headers.get("if-none-match") in (etag, "*"):
         return Response(status_code=304, headers=headers)
     wanted: ByteRange | None = None

@@ -22,7 +22,10 @@ from ._errors import ServiceError, error_response
 from ._metrics import Metrics
 from .config import API_PREFIX
 
-__all__ = ["RequestMiddleware"]
+__all__ = ["RequestMiddleware", "HEAD_FLAG"]
+
+# set in the ASGI scope of a HEAD request (which the routes see as a GET)
+HEAD_FLAG = "pvc.head"
 
 access_log = logging.getLogger("pvc_service.access")
 error_log = logging.getLogger("pvc_service.error")
@@ -52,6 +55,12 @@ class RequestMiddleware:
         status = 0
         method: str = scope["method"]
         path: str = scope["path"]
+        head = method == "HEAD"
+        if head:
+            # HEAD is GET without the body, for every endpoint: routes see a GET
+            # (and can tell from HEAD_FLAG that no body will be sent)
+            scope["method"] = "GET"
+            scope[HEAD_FLAG] = True
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -59,6 +68,8 @@ class RequestMiddleware:
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         # blob uploads are limited (and streamed) by their route; other bodies

@@ -34,6 +34,15 @@ async def test_publish_then_get_list(api: httpx.AsyncClient) -> None:
                        "created_at": v1["created_at"], "latest": 2}
 
 
+async def test_head_answers_like_get_without_a_body(api: httpx.AsyncClient) -> None:
+    await publish(api, WALTER)
+    get = await api.get(f"/products/{WALTER}")
+    head = await api.head(f"/products/{WALTER}")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert (await api.head("/products/spies-unknown")).status_code == 404
+
+
 async def test_unknown_things_are_404(api: httpx.AsyncClient) -> None:
     assert error_code(await api.get(f"/products/{WALTER}")) == "not_found"
     await publish(api, WALTER)
