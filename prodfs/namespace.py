@@ -140,7 +140,7 @@ class Namespace:
     async def tree(self, node: Node) -> VersionTree:
         v = node.view
         assert v is not None
-        return await self.versions.get(v.pri, v.number, v.product_id)
+        return await self.versions.get(v.pri, v.number, v.product_id, v.created_us)
 
     async def lookup(self, parent_ino: int, name: str) -> Node:
         parent = self.node(parent_ino)

@@ -91,8 +91,10 @@ async def prefetch(
     trees: list[VersionTree] = []
     for pri, number in sorted(record["choices"].items()):
         product = graph.get(pri)
+        version = product.versions.get(number) if product else None
         trees.append(await versions.get(product.pri if product else pri, number,
-                                        product.product_id if product else 0))
+                                        product.product_id if product else 0,
+                                        version.created_us if version else 0))
     wanted: dict[str, int] = {}
     for tree in trees:
         for e in tree.iter_files():

@@ -1,7 +1,10 @@
 """Version contents: manifests turned into directory trees, fetched once.
 
 A version is immutable, so its tree is kept in memory for the life of the
-mount and on disk under ``CACHE/manifests/<product_id>/<N>.json`` so that a
+mount and on disk under ``CACHE/manifests/<product_id>/<N>-<created_us>.json``
+(the creation time makes the key unique across stores: a cache directory
+shared by mounts of two services never serves one's manifest for the
+other's version with the same product id and number) so that a
 restarted daemon (or a render node with a prefetched cache) needs no request.
 Every manifest is checked again with `validate_manifest` before use: the
 daemon does not trust the service, nor its own disk, to have done it.
@@ -93,19 +96,19 @@ class VersionStore:
     def peek(self, pri: str, number: int) -> VersionTree | None:
         return self._trees.get((pri, number))
 
-    def _disk_path(self, product_id: int, number: int) -> Path | None:
-        if self._dir is None or not product_id:
+    def _disk_path(self, product_id: int, number: int, created_us: int) -> Path | None:
+        if self._dir is None or not product_id or not created_us:
             return None
-        return self._dir / str(product_id) / f"{number}.json"
+        return self._dir / str(product_id) / f"{number}-{created_us}.json"
 
-    async def get(self, pri: str, number: int, product_id: int = 0) -> VersionTree:
+    async def get(self, pri: str, number: int, product_id: int = 0, created_us: int = 0) -> VersionTree:
         tree = self._trees.get((pri, number))
         if tree is not None:
             return tree
-        return await self._loading.run((pri, number), lambda: self._load(pri, number, product_id))
+        return await self._loading.run((pri, number), lambda: self._load(pri, number, product_id, created_us))
 
-    async def _load(self, pri: str, number: int, product_id: int) -> VersionTree:
-        disk = self._disk_path(product_id, number)
+    async def _load(self, pri: str, number: int, product_id: int, created_us: int) -> VersionTree:
+        disk = self._disk_path(product_id, number, created_us)
         data = None
         if disk is not None and disk.exists():
             try:
@@ -121,7 +124,7 @@ class VersionStore:
         tree = VersionTree.from_json(data)
         tree.pri = pri  # keyed by the canonical name the caller knows
         self._trees[(pri, number)] = tree
-        disk = self._disk_path(tree.product_id or product_id, number)
+        disk = self._disk_path(tree.product_id or product_id, number, tree.created_us)
         if disk is not None:
             try:
                 await trio.to_thread.run_sync(_write_atomic, disk, json.dumps(data).encode())

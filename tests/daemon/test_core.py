@@ -237,3 +237,25 @@ def test_blob_cache_refuses_and_replaces_corrupt_blobs(tmp_path):
     cache2 = BlobCache(tmp_path, good.download)
     path = trio.run(cache2.ensure, sha, len(data))
     assert path.read_bytes() == data and good.calls == 2
+
+
+def test_manifest_disk_cache_is_per_store_version(tmp_path):
+    """Two services with the same product id and number share a cache dir: never mix them."""
+    def fetcher(tag: str, created_us: int):
+        async def fetch(pri: str, number: int) -> dict:
+            data = manifest(pri, number, created_us)
+            data["manifest"][1]["path"] = f"d/{tag}.txt"
+            return data
+        return fetch
+
+    a = VersionStore(fetcher("a", T0), tmp_path)
+    b = VersionStore(fetcher("b", T0 + 1), tmp_path)
+    ta = trio.run(a.get, "s-x", 1, 7, T0)
+    tb = trio.run(b.get, "s-x", 1, 7, T0 + 1)
+    assert "a.txt" in ta.children("d") and "b.txt" in tb.children("d")
+    # a new process finds each on disk, still apart
+    async def never(pri, number):
+        raise AssertionError("should come from the disk cache")
+    c = VersionStore(never, tmp_path)
+    assert "a.txt" in trio.run(c.get, "s-x", 1, 7, T0).children("d")
+    assert "b.txt" in trio.run(VersionStore(never, tmp_path).get, "s-x", 1, 7, T0 + 1).children("d")
