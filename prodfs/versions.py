@@ -124,7 +124,7 @@ class VersionStore:
         tree = VersionTree.from_json(data)
         tree.pri = pri  # keyed by the canonical name the caller knows
         self._trees[(pri, number)] = tree
-        disk = self._disk_path(tree.product_id or product_id, number, tree.created_us)
+        disk = self._disk_path(product_id or tree.product_id, number, created_us or tree.created_us)
         if disk is not None:
             try:
                 await trio.to_thread.run_sync(_write_atomic, disk, json.dumps(data).encode())
