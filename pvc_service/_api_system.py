@@ -43,7 +43,8 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/events")
-async def events(request: Request, after: int = Query(0, ge=0), timeout: float = Query(0, ge=0, le=60),
+async def events(request: Request, after: int = Query(0, ge=0, le=2**63 - 1),
+                 timeout: float = Query(0, ge=0, le=60, allow_inf_nan=False),
                  limit: int = Query(1000, ge=1, le=10_000),
                  _: Principal = Depends(require("read"))) -> Response:
     st = state(request)

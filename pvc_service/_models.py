@@ -38,7 +38,7 @@ class RenameBody(_Body):
 
 
 class LabelBody(_Body):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     author: str | None = Field(None, max_length=_TEXT)
 
 

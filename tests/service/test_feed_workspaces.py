@@ -97,7 +97,8 @@ async def test_long_poll_sees_another_process(make_app: AppFactory) -> None:
 async def test_feed_timeout_and_bad_parameters(api: httpx.AsyncClient) -> None:
     r = await api.get("/events", params={"timeout": 0.01})
     assert r.json() == {"events": [], "cursor": 0}
-    for params in ({"timeout": 61}, {"after": -1}, {"limit": 0}, {"after": "x"}):
+    for params in ({"timeout": 61}, {"after": -1}, {"limit": 0}, {"after": "x"}, {"after": 2**64},
+                   {"timeout": "nan"}):
         r = await api.get("/events", params=params)
         assert r.status_code == 422 and error_code(r) == "invalid", params
 

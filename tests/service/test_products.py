@@ -135,6 +135,8 @@ async def test_label_rules(api: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and error_code(r) == "invalid_pri"
     r = await api.put(f"/products/{WALTER}/labels/approved", json={"version": 7})
     assert r.status_code == 404
+    r = await api.put(f"/products/{WALTER}/labels/approved", json={"version": 2**40})
+    assert r.status_code == 422 and error_code(r) == "invalid"
     r = await api.put(f"/products/{WALTER}/labels/approved", json={"version": "one"})
     assert r.status_code == 422 and error_code(r) == "invalid"
     r = await publish(api, WALTER, labels=["latest"], expect=400)
