@@ -22,6 +22,7 @@ from typing import Any
 from pvc_client import (
     InvalidInput,
     InvalidPRI,
+    Ref,
     format_time,
     from_micros,
     parse_label,
@@ -65,12 +66,11 @@ class Context:
 
     def __post_init__(self) -> None:
         roots = _texts(self.roots, "roots")
-        for r in roots:
-            parse_ref(r)
+        root_refs = tuple(parse_ref(r) for r in roots)
         overrides = _texts(self.overrides, "overrides")
+        override_refs = tuple(parse_ref(o) for o in overrides)
         seen: dict[str, int] = {}
-        for o in overrides:
-            ref = parse_ref(o)
+        for o, ref in zip(overrides, override_refs):
             if ref.number is None:
                 raise InvalidPRI(f"{o!r}: an override names an exact version (PRI@N)")
             prev = seen.setdefault(ref.pri.text, ref.number)
@@ -93,6 +93,19 @@ class Context:
         object.__setattr__(self, "roots", roots)
         object.__setattr__(self, "overrides", overrides)
         object.__setattr__(self, "prefer", prefer)
+        # kept parsed: a live mount resolves the same context on every change
+        object.__setattr__(self, "_root_refs", root_refs)
+        object.__setattr__(self, "_override_refs", override_refs)
+
+    @property
+    def root_refs(self) -> tuple[Ref, ...]:
+        """The roots, parsed."""
+        return self._root_refs  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def override_refs(self) -> tuple[Ref, ...]:
+        """The overrides, parsed (each has a ``number``)."""
+        return self._override_refs  # type: ignore[attr-defined,no-any-return]
 
     @property
     def live(self) -> bool:

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import gc
 import heapq
+from operator import attrgetter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from pvc_client import parse_ref
 
 from .context import Context
 from .graph import Graph, ProductInfo, VersionInfo
@@ -207,12 +206,13 @@ class Resolution:
         }
 
 
-def _sort_key(r: Request) -> tuple[int, int, str, int]:
-    return (r.hops, r.root, r.dependent or "", r.number)
+# the order requests are kept and shown in; dependents are never None here
+# (root requests are kept apart), and a C-level key keeps sorting cheap
+_sort_key = attrgetter("hops", "root", "dependent", "number")
 
 
 # member -> (number, rule, valid requests, all incoming requests) in one round
-_State = dict[str, tuple[int | None, str, list[Request], list[Request] | None]]
+_State = dict[str, tuple[int | None, str, tuple[Request, ...], list[Request] | None]]
 
 
 def _signature(state: _State) -> tuple[tuple[str, int | None], ...]:
@@ -271,51 +271,52 @@ class _Resolver:
         return vis._env
 
     def _missing(self, pri: str, number: int) -> str:
+        """Why ``pri@number`` cannot be chosen."""
         if number in self.graph.products[pri].versions:
-            return f"{pri}@{number} is after the pin"
-        return f"{pri}@{number} does not exist"
+            return "is after the pin"
+        return "does not exist"
 
     # -- roots and overrides -----------------------------------------------
 
     def seed(self) -> None:
-        for i, text in enumerate(self.ctx.roots):
-            ref = parse_ref(text)
-            pri = self.graph.canonical(ref.pri.text)
+        canonical = self.graph.canonical
+        for i, (text, ref) in enumerate(zip(self.ctx.roots, self.ctx.root_refs)):
+            pri = canonical(ref.pri.text)
             if pri is None:
                 self.errors.add(f"root {text}: unknown product")
                 continue
             vis = self.vis(pri)
             number: int | None
-            if ref.number is not None:
+            if not vis.numbers:
+                number, rule = None, "root"
+                self.errors.add(f"root {text}: no version visible" + (" at the pin" if self.pin is not None else ""))
+            elif ref.number is not None:
                 number, rule = ref.number, "root"
                 if number not in vis.versions:
-                    self.errors.add(f"root {text}: {self._missing(pri, number)}")
+                    self.errors.add(f"root {text}: {pri}@{number} {self._missing(pri, number)}")
                     number = None
             elif ref.label is not None:
                 rule = f"root-label:{ref.label}"
-                number = vis.numbers[-1] if ref.label == "latest" and vis.numbers else vis.labels.get(ref.label)
+                number = vis.numbers[-1] if ref.label == "latest" else vis.labels.get(ref.label)
                 if number is None:
                     self.errors.add(f"root {text}: no visible version has label {ref.label!r}")
             else:
                 number, rule = preferred_version(vis.numbers, vis.labels, self.ctx.prefer)
-            if number is None and not vis.numbers:
-                self.errors.add(f"root {text}: no version visible" + (" at the pin" if self.pin is not None else ""))
             if pri not in self.root_index:
                 self.root_index[pri] = i
                 self.fixed[pri] = (number, rule)
             reqs = self.root_reqs.setdefault(pri, [])
             if number is not None:
                 reqs.append(Request(pri, number, None, 0, i))
-        for text in self.ctx.overrides:
-            ref = parse_ref(text)
-            pri = self.graph.canonical(ref.pri.text)
+        for text, ref in zip(self.ctx.overrides, self.ctx.override_refs):
+            pri = canonical(ref.pri.text)
             if pri is None:
                 self.errors.add(f"override {text}: unknown product")
                 continue
             number = ref.number
             assert number is not None  # Context only accepts PRI@N
             if number not in self.vis(pri).versions:
-                self.errors.add(f"override {text}: {self._missing(pri, number)}; {pri} gets no version")
+                self.errors.add(f"override {text}: {pri}@{number} {self._missing(pri, number)}; {pri} gets no version")
                 number = None
             if pri in self.overrides:
                 if self.overrides[pri] != number:
@@ -327,40 +328,40 @@ class _Resolver:
 
     # -- the "could depend on" graph --------------------------------------
 
-    def successors(self, pri: str) -> list[str]:
-        """Products that some version of ``pri`` that could be chosen depends on."""
-        vis = self.vis_cache.get(pri) or self.vis(pri)
-        fixed = self.fixed.get(pri)
-        versions = vis.versions
-        chosen: Iterable[VersionInfo]
-        if fixed is not None:
-            chosen = () if fixed[0] is None else (versions[fixed[0]],)
-        else:
-            chosen = versions.values()
-        out: dict[str, None] = {}
+    def discover(self) -> tuple[dict[str, dict[str, None]], dict[str, int]]:
+        """Everything reachable from the roots through a version that could be
+        chosen, with each product's successors and in-degree."""
         products = self.graph.products
         aliases = self.graph.aliases
-        for v in chosen:
-            for d in v.dependencies:
-                target = d.pri
-                if target in products:
-                    out[target] = None
-                else:
-                    target = aliases.get(target)
-                    if target is not None:
-                        out[target] = None
-        return list(out)
-
-    def discover(self) -> tuple[dict[str, list[str]], dict[str, int]]:
-        """Everything reachable from the roots, with successors and in-degrees."""
-        succ: dict[str, list[str]] = {}
+        fixed = self.fixed
+        vis_cache = self.vis_cache
+        pin = self.pin
+        succ: dict[str, dict[str, None]] = {}
         indeg: dict[str, int] = dict.fromkeys(self.roots, 0)
         todo = list(self.roots)
-        successors = self.successors
         while todo:
             v = todo.pop()
-            s = succ[v] = successors(v)
-            for w in s:
+            vis = vis_cache.get(v)
+            if vis is None:
+                vis = vis_cache[v] = _Vis(products[v], pin)
+            versions = vis.versions
+            f = fixed.get(v)
+            chosen: Iterable[VersionInfo]
+            if f is None:
+                chosen = versions.values()
+            else:
+                chosen = () if f[0] is None else (versions[f[0]],)
+            out: dict[str, None] = {}
+            for version in chosen:
+                for d in version.dependencies:
+                    t = d.pri
+                    if t not in products:
+                        t = aliases.get(t)
+                        if t is None:
+                            continue
+                    out[t] = None
+            succ[v] = out
+            for w in out:
                 if w in indeg:
                     indeg[w] += 1
                 else:
@@ -369,7 +370,7 @@ class _Resolver:
         return succ, indeg
 
     @staticmethod
-    def components(nodes: Iterable[str], succ: Mapping[str, list[str]]) -> list[tuple[list[str], bool]]:
+    def components(nodes: Iterable[str], succ: Mapping[str, Mapping[str, None]]) -> list[tuple[list[str], bool]]:
         """Tarjan's SCCs of ``nodes`` (edges leaving them ignored), dependents
         first, each with "is cyclic"."""
         inside = set(nodes)
@@ -434,44 +435,51 @@ class _Resolver:
 
     def decide(
         self, pri: str, vis: _Vis, incoming: list[Request] | None
-    ) -> tuple[int | None, str, list[Request]]:
-        """(number, rule, valid requests from dependents); records nothing."""
-        valid = incoming or []
+    ) -> tuple[int | None, str, tuple[Request, ...]]:
+        """(number, rule, valid requests from dependents, sorted); records nothing."""
+        valid: Sequence[Request] = incoming or ()
         if valid:
             versions = vis.versions
             for r in valid:
                 if r.number not in versions:
                     valid = [r for r in valid if r.number in versions]
                     break
-            if len(valid) > 1:
-                valid.sort(key=_sort_key)
+            valid = tuple(sorted(valid, key=_sort_key)) if len(valid) > 1 else tuple(valid)
         fixed = self.fixed.get(pri)
         if fixed is not None:
-            return fixed[0], fixed[1], valid
+            return fixed[0], fixed[1], valid  # type: ignore[return-value]
         pre = self.pre
-        n = pre[pri] if pri in pre else self._call(pri, vis, tuple(valid))
-        return n, (self.srule if n is not None else "conflict"), valid
+        n = pre[pri] if pri in pre else self._call(pri, vis, valid)
+        if n is not None:
+            return n, self.srule, valid  # type: ignore[return-value]
+        # nothing visible to choose from is not a disagreement
+        return None, ("conflict" if vis.numbers else "newest"), valid  # type: ignore[return-value]
 
     def record(
-        self, pri: str, vis: _Vis, number: int | None, rule: str, valid: list[Request],
+        self, pri: str, vis: _Vis, number: int | None, rule: str, valid: tuple[Request, ...],
         incoming: list[Request] | None, cycle: Conflict | None = None,
     ) -> None:
         """Store the choice of an in-graph product, with its conflict and errors."""
         if incoming and len(valid) != len(incoming):
             for r in incoming:
                 if r.number not in vis.versions:
-                    self.errors.add(f"{r.dependent} depends on {self._missing(pri, r.number)}")
+                    self.errors.add(f"{r.dependent} depends on {pri}@{r.number}, which {self._missing(pri, r.number)}")
         roots = self.root_reqs.get(pri)
-        requests = tuple(roots + valid) if roots else tuple(valid)
+        requests = tuple(roots) + valid if roots else valid
         conflict = cycle
-        if conflict is None and requests:
-            first = requests[0].number
-            if rule == "conflict" or any(r.number != first for r in requests):
+        if conflict is None and (requests or rule == "conflict"):
+            if rule == "conflict":
                 conflict = self._conflict(pri, requests, number, rule)
+            else:
+                first = requests[0].number
+                for r in requests:
+                    if r.number != first:
+                        conflict = self._conflict(pri, requests, number, rule)
+                        break
         if conflict is not None:
             self.conflicts.append(conflict)
         detail = ""
-        if number is not None and rule == self.srule and self.ignores:
+        if self.ignores and number is not None and rule == self.srule:
             env = self.env(pri, vis)
             if env.preferred() == number:
                 detail = env.preferred_rule()
@@ -483,7 +491,7 @@ class _Resolver:
         if len(requests) > _MESSAGE_REQUESTS:
             asks.append(f"and {len(requests) - _MESSAGE_REQUESTS} more")
         outcome = f"{who} chose {pri}@{number}" if number is not None else f"{who}: no version"
-        return Conflict(pri, requests, number, who, f"{pri}: " + "; ".join(asks) + f" -> {outcome}")
+        return Conflict(pri, requests, number, who, f"{pri}: " + ("; ".join(asks) or "no request") + f" -> {outcome}")
 
     def emit(
         self, pri: str, vis: _Vis, number: int, hops: int, root: int, within: set[str] | None = None
@@ -592,7 +600,7 @@ class _Resolver:
             cycle = None
             if m in frozen:
                 roots = self.root_reqs.get(m) or []
-                cycle = self._cycle_conflict(m, frozen[m], tuple(roots + valid))
+                cycle = self._cycle_conflict(m, frozen[m], tuple(roots) + valid)
             vis = self.vis_cache[m]
             self.record(m, vis, number, rule, valid, incoming, cycle)
             if number is not None:
@@ -634,7 +642,7 @@ class _Resolver:
             incoming = (external[m] or []) + internal.get(m, [])
             vis = self.vis_cache[m]
             if m in frozen:
-                valid = sorted((q for q in incoming if q.number in vis.versions), key=_sort_key)
+                valid = tuple(sorted((q for q in incoming if q.number in vis.versions), key=_sort_key))
                 new[m] = (None, "conflict", valid, incoming or None)
             else:
                 number, rule, valid = self.decide(m, vis, list(incoming) or None)
