@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 from sqlalchemy import select
@@ -74,7 +75,7 @@ class BlobStore:
         wanted = sorted({check_sha(s) for s in shas})
         have: set[str] = set()
         with self.db.read() as conn:
-            for batch in chunks(wanted):  # type: ignore[arg-type]
+            for batch in chunks(wanted):
                 have.update(conn.execute(select(blobs.c.sha256).where(blobs.c.sha256.in_(batch))).scalars())
         return [s for s in wanted if s not in have]
 
@@ -136,9 +137,9 @@ class BlobStore:
             raise NotFound(f"no blob {sha}") from None
 
 
-def _sync(f: object) -> None:
-    f.flush()  # type: ignore[attr-defined]
-    os.fsync(f.fileno())  # type: ignore[attr-defined]
+def _sync(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

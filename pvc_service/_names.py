@@ -9,7 +9,7 @@ answer in a few set-based queries, so they serve one product and 100k alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pvc_client import PVCError, format_time, from_micros, parse_time, to_micros, utcnow
 from sqlalchemy import Connection, Select, func, select
@@ -20,6 +20,8 @@ from ._schema import label_moves, product_names, products, versions
 __all__ = ["now_us", "parse_as_of", "chunks", "find_product", "lookup_product", "canonical_names_query",
            "canonical_names", "aliases_of", "latest_numbers", "labels_as_of", "Product",
            "product_by_id"]
+
+T = TypeVar("T")
 
 # Bound parameters per IN (...) list: well under SQLite's and PostgreSQL's limits.
 CHUNK = 900
@@ -38,8 +40,8 @@ def parse_as_of(text: str | None, now: int) -> int:
         raise from_client_error(error) from None
 
 
-def chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
-    batch: list[int] = []
+def chunks(ids: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
+    batch: list[T] = []
     for i in ids:
         batch.append(i)
         if len(batch) >= size:

@@ -157,9 +157,9 @@ def _check_blobs(conn: Connection, entries: list[Entry]) -> None:
             raise Invalid(f"{e.path!r} and {seen[1]!r} have the same sha256 but different sizes",
                           "invalid_manifest")
     stored: dict[str, int] = {}
-    for batch in chunks(sorted(wanted)):  # type: ignore[arg-type]
-        rows = conn.execute(select(blobs.c.sha256, blobs.c.size).where(blobs.c.sha256.in_(batch)))
-        stored.update({r.sha256: r.size for r in rows})
+    for batch in chunks(sorted(wanted)):
+        rows = conn.execute(select(blobs.c.sha256, blobs.c.size).where(blobs.c.sha256.in_(batch))).all()
+        stored.update(rows)
     missing = sorted(sha for sha in wanted if sha not in stored)
     if missing:
         shown = ", ".join(missing[:_SHOWN]) + (f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else "")
