@@ -25,7 +25,6 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,
-    "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,
     "range_not_satisfiable": 416,
