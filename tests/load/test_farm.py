@@ -1,0 +1,136 @@
+"""A render farm starting a job: many readers of one snapshot at once.
+
+- In one mount, identical concurrent requests are coalesced: 64 processes
+  opening the same cold file make one blob request and one manifest request.
+- Against one service, hundreds of clients doing a snapshot mount's start
+  (snapshot record, index as of its pin, manifests, payloads) all at the same
+  moment: no error, bounded p99, the same requests per client for everyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from prodfs.context import Context
+from prodfs.snapshots import create_snapshot
+from pvc_client import PVCClient
+from tests.faults.common import Publisher, file_tree, mounted, need_fuse
+from tests.load.report import record, summary
+
+PRIS = [f"spies:100:{n}-lgt:walter" for n in (10, 20, 30)]
+BOUND = 20.0  # seconds: a p99 beyond this is not "holding"
+
+
+def _publish(pvc: Publisher, tmp: Path) -> str:
+    for i, pri in enumerate(PRIS):
+        files = {"shot.usda": f"#usda 1.0\n# {pri}\n".encode(), "plate.exr": os.urandom(200_000 + i),
+                 "cache/sim.bin": os.urandom(50_000 + i)}
+        pvc.publish(pri, file_tree(tmp / f"src{i}", files))
+    return pvc.run(lambda c: create_snapshot(c, Context(roots=tuple(PRIS))))["id"]
+
+
+def _blob_gets(url: str) -> int:
+    text = httpx.get(url + "/api/v1/metrics" if "/metrics" not in url else url).text
+    m = re.search(r'pvc_http_requests_total\{method="GET",route="/api/v1/blobs/\{sha256\}",status="200"\} (\d+)', text)
+    return int(m.group(1)) if m else 0
+
+
+def _open_at_once(path: str, go: Any, queue: Any) -> None:
+    go.wait(60)
+    try:
+        with open(path, "rb") as f:
+            queue.put(hashlib.sha256(f.read()).hexdigest())
+    except OSError as exc:
+        queue.put(f"error {exc}")
+
+
+@pytest.mark.fuse
+def test_identical_requests_are_coalesced(tmp_path: Path, pvc_url: str) -> None:
+    need_fuse()
+    pvc = Publisher(pvc_url)
+    snap = _publish(pvc, tmp_path)
+    expected = hashlib.sha256((tmp_path / "src0" / "plate.exr").read_bytes()).hexdigest()
+    ctx = multiprocessing.get_context("fork")
+    with mounted(tmp_path, pvc_url, "--snapshot", snap) as m:
+        before = _blob_gets(pvc_url)
+        go, queue = ctx.Event(), ctx.Queue()
+        target = str(m / PRIS[0] / "plate.exr")
+        procs = [ctx.Process(target=_open_at_once, args=(target, go, queue)) for _ in range(64)]
+        for p in procs:
+            p.start()
+        go.set()
+        got = [queue.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(30)
+        stats = m.control("stats.json")
+    assert got == [expected] * 64
+    assert _blob_gets(pvc_url) - before == 1  # one download for 64 readers
+    assert stats["blobs_fetched"] == 1 and stats["manifests_fetched"] == 1, stats
+    record("coalescing", {"readers": 64, "blob_requests": 1, "manifest_requests": stats["manifests_fetched"],
+                          "pvc_requests": stats["pvc_requests"]})
+
+
+async def _farm(url: str, snap: str, clients: int) -> tuple[list[float], list[int], list[str], float]:
+    latencies: list[float] = []
+    per_client: list[int] = []
+    errors: list[str] = []
+    go = trio.Event()
+
+    async def timed(coro: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await coro
+        finally:
+            latencies.append(time.monotonic() - started)
+
+    async def one() -> None:
+        async with PVCClient(url, max_connections=2, timeout=60) as c:
+            await go.wait()
+            try:
+                doc = await timed(c.get_snapshot(snap))
+                await timed(c.index(as_of=doc["record"]["context"]["pin"]))
+                for pri, number in sorted(doc["record"]["choices"].items()):
+                    version = await timed(c.get_version(pri, number))
+                    for e in version["manifest"]:
+                        if e["type"] == "file":
+                            sink = io.BytesIO()
+                            await timed(c.download_blob(e["sha256"], sink))
+                            if hashlib.sha256(sink.getvalue()).hexdigest() != e["sha256"]:
+                                errors.append(f"{pri}/{e['path']}: wrong bytes")
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                errors.append(repr(exc))
+            per_client.append(int(c.stats["requests"]))
+
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for _ in range(clients):
+            nursery.start_soon(one)
+        await trio.sleep(0.5)
+        started = time.monotonic()
+        go.set()
+    return latencies, per_client, errors, time.monotonic() - started
+
+
+@pytest.mark.parametrize("clients", [50, pytest.param(400, marks=pytest.mark.slow)])
+def test_render_farm_start(tmp_path: Path, pvc_url: str, clients: int) -> None:
+    snap = _publish(Publisher(pvc_url), tmp_path)
+    latencies, per_client, errors, wall = trio.run(_farm, pvc_url, snap, clients)
+    assert not errors, errors[:10]
+    # every client needed exactly: snapshot, index, 3 manifests, 9 payloads; no retry anywhere
+    assert per_client == [2 + len(PRIS) * 4] * clients, sorted(set(per_client))
+    figures = summary(latencies)
+    assert figures["p99_ms"] < BOUND * 1000, figures
+    record(f"render_farm[{clients} clients]", {"clients": clients, "requests_per_client": per_client[0],
+                                               "wall_s": round(wall, 2), **figures,
+                                               "requests_per_s": round(len(latencies) / wall, 1)})
