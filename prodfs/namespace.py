@@ -39,6 +39,7 @@ FIRST_DYNAMIC = 16
 
 # node kinds
 K_ROOT, K_CTRL_DIR, K_CTRL_FILE, K_TOP, K_DIR, K_FILE, K_LINK, K_CONFLICT = range(8)
+_KINDS = {"dir": K_DIR, "file": K_FILE, "symlink": K_LINK}
 
 
 class FsError(Exception):
@@ -58,6 +59,7 @@ class Node:
     path: str = ""  # inside the version; "" for the top directory
     entry: Entry | None = None
     name: str = ""  # control file name / conflict message
+    top: int = 0  # the ino of the version's top directory this node is in (itself for a top)
 
     @property
     def is_dir(self) -> bool:
@@ -68,54 +70,69 @@ class Namespace:
     def __init__(self, state: MountState, versions: VersionStore) -> None:
         self.state = state
         self.versions = versions
-        self._nodes: dict[int, Node] = {}
-        self._keys: dict[tuple, int] = {}
-        self._next = FIRST_DYNAMIC
+        # ino -> node. A list, not a dict: inode numbers are allocated in
+        # sequence and never reused, and a mount may serve millions of them
+        # (a dict slot and a boxed key cost ~70 bytes a node more).
+        self._nodes: list[Node | None] = [None] * FIRST_DYNAMIC
+        self._count = 0
+        self._keys: dict[tuple, int] = {}  # top directories and conflict nodes
+        # top ino -> {path: node} below it; keyed by the path string the
+        # manifest entry already holds, so a node costs no key tuple
+        self._below: dict[int, dict[str, Node]] = {}
+        self._tops: list[Node] = []
         self._add(Node(ROOT, K_ROOT))
         self._add(Node(CONTROL_DIR, K_CTRL_DIR))
         for i, name in enumerate(CONTROL_FILES):
             self._add(Node(CONTROL_DIR + 1 + i, K_CTRL_FILE, name=name))
-        self._ctrl_by_name = {n.name: n for n in self._nodes.values() if n.kind == K_CTRL_FILE}
+        self._ctrl_by_name = {n.name: n for n in self._nodes if n is not None and n.kind == K_CTRL_FILE}
 
     # -- table -------------------------------------------------------------
     def _add(self, node: Node) -> Node:
-        self._nodes[node.ino] = node
+        if node.ino < len(self._nodes):
+            self._nodes[node.ino] = node  # the fixed ones, below FIRST_DYNAMIC
+        else:
+            self._nodes.append(node)
+        self._count += 1
         return node
 
     def _intern(self, key: tuple, make) -> Node:
         ino = self._keys.get(key)
         if ino is not None:
-            return self._nodes[ino]
-        ino = self._next
-        self._next += 1
+            return self._nodes[ino]  # type: ignore[return-value]
+        ino = len(self._nodes)
         self._keys[key] = ino
         return self._add(make(ino))
 
     def node(self, ino: int) -> Node:
-        n = self._nodes.get(ino)
+        n = self._nodes[ino] if 0 < ino < len(self._nodes) else None
         if n is None:
             raise FsError(errno.ENOENT, f"stale inode {ino}")
         return n
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return self._count
 
     def top(self, view: View) -> Node:
-        node = self._intern(("top", view.name, view.pri, view.number), lambda ino: Node(ino, K_TOP, view))
+        key = ("top", view.name, view.pri, view.number)
+        ino = self._keys.get(key)
+        if ino is None:
+            node = self._intern(key, lambda ino: Node(ino, K_TOP, view, top=ino))
+            self._tops.append(node)
+        else:
+            node = self._nodes[ino]  # type: ignore[assignment]
         node.view = view  # same content; the rule that chose it may be new
         return node
 
     def child(self, parent: Node, entry: Entry) -> Node:
-        kind = {"dir": K_DIR, "file": K_FILE, "symlink": K_LINK}[entry.type]
-        return self._intern(
-            (parent.ino if parent.kind == K_TOP else self._top_ino(parent), entry.path),
-            lambda ino: Node(ino, kind, parent.view, entry.path, entry),
-        )
-
-    def _top_ino(self, node: Node) -> int:
-        assert node.view is not None
-        v = node.view
-        return self._keys[("top", v.name, v.pri, v.number)]
+        below = self._below.get(parent.top)
+        if below is None:
+            below = self._below[parent.top] = {}
+        node = below.get(entry.path)
+        if node is None:
+            node = Node(len(self._nodes), _KINDS[entry.type], parent.view, entry.path, entry, top=parent.top)
+            below[entry.path] = node
+            self._add(node)
+        return node
 
     def conflict_node(self, name: str, message: str) -> Node:
         node = self._intern(("conflict", name), lambda ino: Node(ino, K_CONFLICT, name=message))
@@ -235,9 +252,7 @@ class Namespace:
         return out
 
     def iter_tops(self) -> Iterator[Node]:
-        for n in self._nodes.values():
-            if n.kind == K_TOP:
-                yield n
+        yield from self._tops
 
 
 def _join(path: str, name: str) -> str:
