@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from prodfs_demo import DemoPlan, DemoShow, build, default_start, publish
+from pvc_client import PVCClient
 from tests.demo.conftest import call, live_plan, published, service_url  # noqa: F401 - reused fixtures
 from tests.support.mount import Mount, mounted
 from tests.support.service import running_service
@@ -72,11 +73,14 @@ class Scratch:
 
     @property
     def mountpoint(self) -> Path:
-        return self.base / "p"
+        return self.base / SCRATCH_MOUNT
 
     def mount(self, *args: str) -> AbstractContextManager[Mount]:
         """``mounted(...)`` at the one mountpoint the absolute paths name."""
-        return mounted(self.base, self.url, *args, name="p")
+        return mounted(self.base, self.url, *args, name=SCRATCH_MOUNT)
+
+
+SCRATCH_MOUNT = "p"
 
 
 # props@1 on day 3 (on model@2), props@2 on day 5 (on model@3): a day-3 pin sees props@1
@@ -86,14 +90,14 @@ PROPS_VERSIONS = {1: (dt.timedelta(days=3, hours=1), 2), 2: (dt.timedelta(days=5
 @pytest.fixture(scope="session")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
     base = tmp_path_factory.mktemp("usd-scratch")
-    plan = build(base / "build", start=default_start(), mount_root=str(base / "p"))
+    plan = build(base / "build", start=default_start(), mount_root=str(base / SCRATCH_MOUNT))
     with running_service(base / "data") as service:
         show = call(service.url, lambda c: publish(c, plan))
         for number, (offset, model) in PROPS_VERSIONS.items():
             top = build_props(base / "build", number)
             at = show.start + offset
 
-            async def one(c, top: Path = top, at: dt.datetime = at, model: int = model) -> dict:  # noqa: ANN001
+            async def one(c: PVCClient, top: Path = top, at: dt.datetime = at, model: int = model) -> dict:
                 return await c.publish_directory(PROPS, top, dependencies=[f"{MODEL}@{model}"], at=at,
                                                  message="USD file forms: .usd crate and text, usdz")
 

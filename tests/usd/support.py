@@ -12,6 +12,7 @@ the mount does (locals of a test, never fixtures that outlive the mount).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import re
 import subprocess
@@ -28,6 +29,7 @@ from tests.support.mount import Mount, mounted
 __all__ = [
     "TEX", "MODEL", "RIG", "LOOK", "LAY", "ANIM", "LGT", "open_stage", "composed", "flat_text",
     "used_products", "resolved_refs", "materialize", "problems_in_new_process", "mapped_paths", "mounted_together",
+    "release_stages",
 ]
 
 TEX = "spies:asset:walter-tex"
@@ -126,6 +128,20 @@ def problems_in_new_process(path: Path, expected: Mapping[str, Value]) -> list[s
     return json.loads(res.stdout)
 
 
+def release_stages() -> None:
+    """Let stages a failed test left behind die, so that the mounts they read can be unmounted.
+
+    pytest keeps the last failure's traceback (``sys.last_traceback``) and
+    with it the failed test's locals: its stages, whose layers keep files of
+    the mount open. Without this, one failure would also fail every
+    unmount after it ("Device or resource busy").
+    """
+    sys.last_type = sys.last_value = sys.last_traceback = None
+    if hasattr(sys, "last_exc"):  # Python 3.12 and later keep it here too
+        sys.last_exc = None
+    gc.collect()
+
+
 def mapped_paths(under: Path) -> set[str]:
     """Files under ``under`` that this process has memory-mapped (from /proc/self/maps)."""
     prefix = str(under) + "/"
@@ -167,6 +183,7 @@ def mounted_together(
                 raise failures[0]
             yield mounts
         finally:
+            release_stages()
             stops = [pool.submit(managers[name].__exit__, None, None, None) for name in mounts]
             for stopped in stops:
                 stopped.result()  # the first unmount or daemon-log failure fails the test

@@ -25,7 +25,7 @@ from tests.support.mount import Mount
 from tests.usd.conftest import Scratch, day3_date
 from tests.usd.props import CRATE_TEXTURE, PROPS, props_values
 from tests.usd.support import (ANIM, LAYER, LGT, LOOK, MODEL, TEX, composed, mapped_paths, open_stage,
-                               resolved_refs, used_products)
+                               release_stages, resolved_refs, used_products)
 
 pytestmark = pytest.mark.fuse
 
@@ -106,6 +106,7 @@ def scratch_day3(scratch: Scratch) -> Iterator[Mount]:
     """The scratch service pinned to day 3, at the mountpoint its absolute paths name."""
     with scratch.mount("--pin", day3_date(scratch.show)) as mnt:
         yield mnt
+        release_stages()
 
 
 def test_absolute_paths_under_the_mountpoint_resolve_in_the_mounts_context(scratch: Scratch,
