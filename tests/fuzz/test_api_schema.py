@@ -23,7 +23,7 @@ from hypothesis.errors import Unsatisfiable
 from pvc_client import validate_manifest
 from tests.support.service import Service, running_service
 
-EXAMPLES = int(os.environ.get("PRODFS_FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("PRODFS_FUZZ_EXAMPLES", "5"))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 @pytest.mark.parametrize(("mode", "examples"), [
-    ("positive", EXAMPLES), ("negative", EXAMPLES),
+    ("positive", EXAMPLES), pytest.param("negative", EXAMPLES, marks=pytest.mark.slow),
     pytest.param("positive", 100, marks=pytest.mark.slow), pytest.param("negative", 100, marks=pytest.mark.slow)])
 def test_no_server_errors(fuzz_service: Service, mode: str, examples: int) -> None:
     # schemathesis' own pytest plugin predates this pytest: drive its strategies with hypothesis

@@ -137,12 +137,17 @@ def test_daemon_refuses_a_tampered_manifest_cache(tmp_path: Path, pvc_url: str) 
     """A hostile manifest planted in the daemon's disk cache is refused and refetched."""
     need_fuse()
     pvc = Publisher(pvc_url)
-    v = pvc.publish(PRI, file_tree(tmp_path / "src", {"a.txt": b"real\n"}))
+    pvc.publish(PRI, file_tree(tmp_path / "src", {"a.txt": b"real\n"}))
     cache = tmp_path / "cache"
-    planted = cache / "manifests" / str(v["product_id"]) / "1.json"
-    planted.parent.mkdir(parents=True)
-    planted.write_text(json.dumps(_version([_dir("d"), _link("d/up", ".."), _link("etc", "d/up/../../etc")])))
+    with mounted(tmp_path, pvc_url, cache=cache, name="first") as m:
+        assert sorted(os.listdir(m / PRI)) == ["a.txt"]
+    # plant a hostile manifest where the daemon keeps that version's
+    (planted,) = (cache / "manifests").rglob("*.json")
+    doc = json.loads(planted.read_text())
+    doc["manifest"] = [_dir("d"), _link("d/up", ".."), _link("etc", "d/up/../../etc")]
+    planted.write_text(json.dumps(doc))
     with mounted(tmp_path, pvc_url, cache=cache) as m:
         assert sorted(os.listdir(m / PRI)) == ["a.txt"]
         assert (m / PRI / "a.txt").read_bytes() == b"real\n"
         assert "unusable" in m.log_text()
+        assert m.control("stats.json")["manifests_fetched"] == 1  # refetched from the service

@@ -122,7 +122,7 @@ async def _farm(url: str, snap: str, clients: int) -> tuple[list[float], list[in
     return latencies, per_client, errors, time.monotonic() - started
 
 
-@pytest.mark.parametrize("clients", [50, pytest.param(400, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("clients", [30, pytest.param(400, marks=pytest.mark.slow)])
 def test_render_farm_start(tmp_path: Path, pvc_url: str, clients: int) -> None:
     snap = _publish(Publisher(pvc_url), tmp_path)
     latencies, per_client, errors, wall = trio.run(_farm, pvc_url, snap, clients)

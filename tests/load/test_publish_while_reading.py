@@ -62,7 +62,7 @@ def _reader(mnt: str, until: float, queue: Any) -> None:
     queue.put((sorted(seen), reads, problems))
 
 
-@pytest.mark.parametrize(("versions", "seconds"), [(6, 6), pytest.param(40, 60, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("versions", "seconds"), [(4, 4), pytest.param(40, 60, marks=pytest.mark.slow)])
 def test_publish_while_reading(tmp_path: Path, pvc_url: str, versions: int, seconds: int) -> None:
     need_fuse()
     pvc = Publisher(pvc_url)

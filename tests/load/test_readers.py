@@ -84,7 +84,7 @@ def _reader(idx: int, mnt: str, files: dict[str, str], listings: dict[str, set[s
     queue.put((idx, dict(ops), latencies, errors))
 
 
-@pytest.mark.parametrize("seconds", [5, pytest.param(60, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("seconds", [3, pytest.param(60, marks=pytest.mark.slow)])
 def test_many_readers(tmp_path: Path, pvc_url: str, seconds: int) -> None:
     need_fuse()
     plan = build(tmp_path / "show", start=default_start())
