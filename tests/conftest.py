@@ -17,6 +17,9 @@ import pytest
 
 from tests.support.service import Service, pg_database, running_service
 
+# the published demo show (service_url, live_plan, published): one per session
+pytest_plugins = ["tests.support.demo_fixtures"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true",

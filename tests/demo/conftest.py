@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
-
-from prodfs_demo import DemoPlan, DemoShow, Show, build, default_start, publish
-from pvc_client import PVCClient
-from tests.support.service import running_service
+from prodfs_demo import DemoPlan, Show, build
+from tests.support.demo_fixtures import call  # noqa: F401 - shared with other suites
 
 # A fixed start: build-only tests never depend on the clock.
 START = dt.datetime(2024, 3, 4, tzinfo=dt.timezone.utc)
@@ -47,29 +43,3 @@ def open_layer(show: Show, root: Path, name: str):  # noqa: ANN201 - a pxr Usd.S
     stage = Usd.Stage.Open(str(root / name / show.products[name.partition("@")[0]].layer))
     assert stage is not None, f"{name}: the layer did not open"
     return stage
-
-
-def call(url: str, fn: Callable[[PVCClient], Awaitable[Any]]) -> Any:
-    """Run one client conversation from synchronous test code."""
-    async def go() -> Any:
-        async with PVCClient(url) as client:
-            return await fn(client)
-
-    return trio.run(go)
-
-
-@pytest.fixture(scope="session")
-def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service(tmp_path_factory.mktemp("demo-service") / "data") as service:
-        yield service.url
-
-
-@pytest.fixture(scope="session")
-def live_plan(tmp_path_factory: pytest.TempPathFactory) -> DemoPlan:
-    return build(tmp_path_factory.mktemp("demo-live"), start=default_start())
-
-
-@pytest.fixture(scope="session")
-def published(service_url: str, live_plan: DemoPlan) -> DemoShow:
-    """The show on ``service_url``; tests must not change what that service holds."""
-    return call(service_url, lambda c: publish(c, live_plan))

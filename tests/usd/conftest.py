@@ -1,7 +1,7 @@
 """Fixtures for USD through ProdFS: the published demo show, mounts of it, and a scratch service.
 
 - ``service_url`` / ``published``: the demo suite's session service holding
-  the show (imported from tests/demo/conftest.py, so the same definitions
+  the show (from tests/support/demo_fixtures.py, registered in tests/conftest.py, so the same definitions
   serve both suites). Tests must not change what it holds.
 - ``live_mount``, ``day3_mount``: session mounts of that service, live and
   pinned to the date of day 3 (tests only read through them).
@@ -25,7 +25,7 @@ import pytest
 
 from prodfs_demo import DemoPlan, DemoShow, build, default_start, publish
 from pvc_client import PVCClient
-from tests.demo.conftest import call, live_plan, published, service_url  # noqa: F401 - reused fixtures
+from tests.support.demo_fixtures import call  # noqa: F401 - the show's fixtures come from there too
 from tests.support.mount import Mount, mounted
 from tests.support.service import running_service
 from tests.usd.props import PROPS, build_props

@@ -26,7 +26,7 @@ import pytest
 
 from prodfs_demo import check_stage
 from pvc_client import PVCClient
-from tests.demo.conftest import call
+from tests.support.demo_fixtures import call
 from tests.support.mount import prodfs, wait_for
 from tests.usd.conftest import Scratch
 from tests.usd.support import LAYER, LGT, MODEL, composed, open_stage, problems_in_new_process
