@@ -75,7 +75,7 @@ class Resolver:
         self.overrides: dict[str, int | None] = {}
         self.root_reqs: dict[str, list[Request]] = {}
         self.root_index: dict[str, int] = {}  # canonical root -> its first index in the context
-        # requests from decided dependents, and (hops, root) of the nearest one
+        # requests of the decided dependents, by the product they ask for
         self.reqs: dict[str, list[Request]] = {}
         self.pre: dict[str, int | None] = {}  # choices known before requests
         self.choices: dict[str, Choice] = {}
@@ -237,7 +237,8 @@ class Resolver:
         if incoming and len(valid) != len(incoming):
             for r in incoming:
                 if r.number not in vis.versions:
-                    self.errors.add(f"{r.dependent} depends on {pri}@{r.number}, which {self._missing(pri, r.number)}")
+                    why = self._missing(pri, r.number)
+                    self.errors.add(f"{r.dependent} depends on {pri}@{r.number}, which {why}")
         roots = self.root_reqs.get(pri)
         requests = tuple(roots) + valid if roots else valid
         conflict = cycle

@@ -110,17 +110,20 @@ class Resolution:
 
 def resolve(graph: Graph, context: Context) -> Resolution:
     """Resolve every product of the context's graph; never raises for bad data."""
-    # resolution allocates many small objects and creates no reference
+    # Resolution allocates many small objects and creates no reference
     # cycles; left on, the collector would rescan the whole (large, long
-    # lived) graph many times over (measured: about a third of the run)
+    # lived) graph many times over (measured: about a third of the run).
+    # The young collection of what was built (about 0.2 s per 100k products
+    # here) then happens at the caller's next allocations, as it would have
+    # piecemeal with the collector on.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         r = Resolver(graph, context).run()
+        return Resolution(graph, context, r.choices, r.conflicts, sorted(r.errors), r.overrides)
     finally:
         if was_enabled:
             gc.enable()
-    return Resolution(graph, context, r.choices, r.conflicts, sorted(r.errors), r.overrides)
 
 
 def diff(

@@ -82,7 +82,8 @@ def test_label_preference_changes_latest() -> None:
     # without the preference the label is not looked at
     assert resolve(g, Context(roots=(P4,), strategy="latest")).choose(P1).number == 3  # type: ignore[union-attr]
     # the preference does not move what highest picks among requests
-    assert resolve(g, Context(roots=(P4,), strategy="highest", prefer=("approved",))).choose(P1).number == 2  # type: ignore[union-attr]
+    highest = resolve(g, Context(roots=(P4,), strategy="highest", prefer=("approved",)))
+    assert highest.choose(P1).number == 2  # type: ignore[union-attr]
 
 
 def test_pin_before_p1_3_hides_it() -> None:
