@@ -95,6 +95,8 @@ async def _farm(url: str, snap: str, clients: int) -> tuple[list[float], list[in
             latencies.append(time.monotonic() - started)
 
     async def one() -> None:
+        # the client retries as the daemon's does (a keep-alive connection the service closed
+        # just as it was reused is repeated): an error is a request that failed for good
         async with PVCClient(url, max_connections=2, timeout=60) as c:
             await go.wait()
             try:
@@ -127,10 +129,13 @@ def test_render_farm_start(tmp_path: Path, pvc_url: str, clients: int) -> None:
     snap = _publish(Publisher(pvc_url), tmp_path)
     latencies, per_client, errors, wall = trio.run(_farm, pvc_url, snap, clients)
     assert not errors, errors[:10]
-    # every client needed exactly: snapshot, index, 3 manifests, 9 payloads; no retry anywhere
-    assert per_client == [2 + len(PRIS) * 4] * clients, sorted(set(per_client))
+    # every client needs: snapshot, index, 3 manifests, 9 payloads (more only if one was repeated)
+    needed = 2 + len(PRIS) * 4
+    assert len(per_client) == clients and min(per_client) == needed, sorted(set(per_client))
     figures = summary(latencies)
     assert figures["p99_ms"] < BOUND * 1000, figures
-    record(f"render_farm[{clients} clients]", {"clients": clients, "requests_per_client": per_client[0],
+    record(f"render_farm[{clients} clients]", {"clients": clients, "requests_needed_per_client": needed,
+                                               "requests_per_client_mean": round(sum(per_client) / clients, 3),
+                                               "requests_per_client_max": max(per_client),
                                                "wall_s": round(wall, 2), **figures,
                                                "requests_per_s": round(len(latencies) / wall, 1)})

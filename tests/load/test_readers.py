@@ -51,6 +51,8 @@ def _reader(idx: int, mnt: str, files: dict[str, str], listings: dict[str, set[s
     errors: list[str] = []
     kinds = ["walk", "read", "read", "read", "stat"] + (["usd"] if idx % USD_EVERY == 0 else [])
     names = sorted(files)
+    if "usd" in kinds:
+        from pxr import Usd  # loading pxr takes seconds: not an operation's latency
     while time.monotonic() < until:
         op = rnd.choice(kinds)
         started = time.monotonic()
@@ -69,8 +71,6 @@ def _reader(idx: int, mnt: str, files: dict[str, str], listings: dict[str, set[s
             elif op == "stat":
                 os.stat(os.path.join(mnt, rnd.choice(names)))
             else:
-                from pxr import Usd
-
                 pri = rnd.choice(sorted(stages))
                 stage = Usd.Stage.Open(os.path.join(mnt, pri, show.products[pri].layer))
                 problems = check_stage(stage, stages[pri])
