@@ -32,14 +32,21 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def _feed_poll(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 1.0 <= value <= 60.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds between 1 and 60")
-    return value
+def _seconds(low: float, high: float):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text!r}: expected seconds between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+_feed_poll = _seconds(1.0, 60.0)
+_pvc_timeout = _seconds(0.1, 3600.0)
 
 
 def default_cache_dir() -> Path:
@@ -69,7 +76,7 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
                        help="evict least recently used payloads beyond this size (e.g. 50G)")
     cache.add_argument("--live-timeout", type=float, default=1.0, metavar="SECONDS",
                        help="how long the kernel may keep a versionless name of a live context (default 1)")
-    cache.add_argument("--pvc-timeout", type=float, default=10.0, metavar="SECONDS",
+    cache.add_argument("--pvc-timeout", type=_pvc_timeout, default=10.0, metavar="SECONDS",
                        help="give up on a PVC request after this long, retries included: the path answers EIO (default 10)")
     cache.add_argument("--feed-poll", type=_feed_poll, default=25.0, metavar="SECONDS",
                        help="how long one change-feed request waits for news (1..60); a silent service is "

@@ -49,3 +49,13 @@ def test_a_moving_download_outlives_the_deadline(tmp_path: Path, pvc: Publisher,
     sink = io.BytesIO()
     n = _call(proxy.url, lambda c: c.download_blob(sha256(src / "plate.exr"), sink), timeout=1.0, deadline=1.0)
     assert n == len(data) and sink.getvalue() == data
+
+
+@pytest.mark.parametrize("option", [("--pvc-timeout", "0"), ("--pvc-timeout", "nan"), ("--feed-poll", "0"),
+                                    ("--feed-poll", "61"), ("--feed-poll", "soon")])
+def test_bad_timeouts_are_usage_errors(tmp_path: Path, option: tuple[str, str]) -> None:
+    from tests.support.mount import prodfs
+
+    (tmp_path / "mnt").mkdir()
+    res = prodfs("mount", str(tmp_path / "mnt"), "--cache-dir", str(tmp_path / "c"), *option, check=False)
+    assert res.returncode == 2 and "expected seconds between" in res.stderr and "Traceback" not in res.stderr
