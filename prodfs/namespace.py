@@ -56,10 +56,14 @@ class Node:
     ino: int
     kind: int
     view: View | None = None
-    path: str = ""  # inside the version; "" for the top directory
     entry: Entry | None = None
     name: str = ""  # control file name / conflict message
     top: int = 0  # the ino of the version's top directory this node is in (itself for a top)
+
+    @property
+    def path(self) -> str:
+        """The path inside the version; "" for the top directory (not a field: 16 bytes a node)."""
+        return self.entry.path if self.entry is not None else ""
 
     @property
     def is_dir(self) -> bool:
@@ -129,7 +133,7 @@ class Namespace:
             below = self._below[parent.top] = {}
         node = below.get(entry.path)
         if node is None:
-            node = Node(len(self._nodes), _KINDS[entry.type], parent.view, entry.path, entry, top=parent.top)
+            node = Node(len(self._nodes), _KINDS[entry.type], parent.view, entry, top=parent.top)
             below[entry.path] = node
             self._add(node)
         return node
@@ -172,7 +176,7 @@ class Namespace:
             raise FsError(errno.ENOTDIR, "not a directory")
         tree = await self.tree(parent)
         self.state.record_use(parent.view)  # type: ignore[arg-type]
-        entry = (tree.children(parent.path) or {}).get(name)
+        entry = tree.child(parent.path, name)
         if entry is None:
             raise FsError(errno.ENOENT, f"{parent.view.name}/{_join(parent.path, name)}: no such entry", quiet=True)  # type: ignore[union-attr]
         return self.child(parent, entry)
@@ -196,8 +200,7 @@ class Namespace:
             raise FsError(errno.ENOTDIR, "not a directory")
         tree = await self.tree(node)
         self.state.record_use(node.view)  # type: ignore[arg-type]
-        children = tree.children(node.path) or {}
-        return [(name, self.child(node, e)) for name, e in sorted(children.items())]
+        return [(e.path.rpartition("/")[2], self.child(node, e)) for e in tree.listing(node.path) or ()]
 
     # -- attributes --------------------------------------------------------
     def mode(self, node: Node) -> int:

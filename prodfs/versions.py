@@ -36,23 +36,29 @@ Fetcher = Callable[[str, int], Awaitable[dict]]
 
 
 class VersionTree:
-    """One version's files as a tree: directory path -> {name: Entry}."""
+    """One version's files: every entry by path, and each directory's entries in name order.
 
-    __slots__ = ("pri", "number", "product_id", "created_us", "dirs", "files", "bytes")
+    Entries are found by their full path (the string the manifest entry
+    already holds) rather than by name within a directory dict: no second
+    string per entry, which a mount serving millions of files pays for.
+    """
+
+    __slots__ = ("pri", "number", "product_id", "created_us", "paths", "lists", "files", "bytes")
 
     def __init__(self, pri: str, number: int, product_id: int, created_us: int, entries: list[Entry]) -> None:
         self.pri = pri
         self.number = number
         self.product_id = product_id
         self.created_us = created_us
-        self.dirs: dict[str, dict[str, Entry]] = {"": {}}
+        self.paths: dict[str, Entry] = {}
+        self.lists: dict[str, list[Entry]] = {"": []}
         self.files = 0
         self.bytes = 0
-        for e in entries:  # sorted by path, parents first
+        for e in entries:  # sorted by path, parents first: each list comes out in name order
             if e.type == "dir":
-                self.dirs[e.path] = {}
-            parent, _, name = e.path.rpartition("/")
-            self.dirs[parent][name] = e
+                self.lists[e.path] = []
+            self.paths[e.path] = e
+            self.lists[e.path.rpartition("/")[0]].append(e)
             if e.type == "file":
                 self.files += 1
                 self.bytes += e.size
@@ -61,19 +67,29 @@ class VersionTree:
     def ref(self) -> str:
         return f"{self.pri}@{self.number}"
 
+    def listing(self, path: str) -> list[Entry] | None:
+        """The entries of directory ``path`` ("" for the top) in name order; None if not a directory."""
+        return self.lists.get(path)
+
+    def child(self, path: str, name: str) -> Entry | None:
+        return self.paths.get(f"{path}/{name}" if path else name)
+
     def children(self, path: str) -> dict[str, Entry] | None:
-        return self.dirs.get(path)
+        entries = self.lists.get(path)
+        return None if entries is None else {e.path.rpartition("/")[2]: e for e in entries}
+
+    @property
+    def dirs(self) -> dict[str, dict[str, Entry]]:
+        """directory path -> {name: Entry} (built on demand; for inspection, not the hot path)."""
+        return {d: self.children(d) or {} for d in self.lists}
 
     def entry(self, path: str) -> Entry | None:
-        parent, _, name = path.rpartition("/")
-        d = self.dirs.get(parent)
-        return None if d is None else d.get(name)
+        return self.paths.get(path)
 
     def iter_files(self):
-        for children in self.dirs.values():
-            for e in children.values():
-                if e.type == "file":
-                    yield e
+        for e in self.paths.values():
+            if e.type == "file":
+                yield e
 
     @classmethod
     def from_json(cls, data: dict) -> VersionTree:
