@@ -15,6 +15,7 @@ import logging
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ import trio
 
 from pvc_client import InvalidInput, NotFound, PVCError, Unauthorized
 
-from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_FILE, K_LINK, K_TOP, ROOT, FsError, Node
+from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_TOP, ROOT, FsError, Node
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Operations", "to_errno"]
 
 LONG = 86400.0  # immutable things: a day; the kernel may keep them that long
+LISTING_CACHE_ENTRIES = 1 << 16  # directory entries kept ready with their attributes (~250 bytes each)
+_VERSION_DIRS = (K_TOP, K_DIR)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 WHY_XATTR = "user.prodfs.why."
@@ -104,6 +107,8 @@ class Operations(pyfuse3.Operations):
         self._fh = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
         self._mount_ns = int(time.time() * 1e9)
+        self._listings: OrderedDict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = OrderedDict()
+        self._listed = 0
 
     # -- helpers -----------------------------------------------------------
     def _describe(self, op: str, args: tuple) -> str:
@@ -188,10 +193,33 @@ class Operations(pyfuse3.Operations):
         node = self.ns.node(inode)
         if not node.is_dir:
             raise FsError(errno.ENOTDIR if node.kind != K_CONFLICT else errno.EIO, node.name or "not a directory")
-        listing = await self.ns.listing(inode)
+        if node.kind in _VERSION_DIRS:
+            listing = self._listings.get(inode)
+            if listing is not None:
+                self._listings.move_to_end(inode)
+                self.ns.state.record_use(node.view)  # type: ignore[arg-type]
+            else:
+                listing = self._prepare(await self.ns.listing(inode))
+                self._remember(inode, listing)
+        else:
+            listing = self._prepare(await self.ns.listing(inode))
         fh = next(self._fh)
         self._handles[fh] = _Handle(listing=listing)
         return fh
+
+    def _prepare(self, listing: list[tuple[str, Node]]) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+        return [(name.encode(), self._attrs(node)) for name, node in listing]
+
+    def _remember(self, inode: int, listing: list) -> None:
+        # A version's directory never changes: its entries, attributes
+        # included, are kept ready for the next listing (a walk lists every
+        # directory again, and readdirplus wants attributes for each entry).
+        # Bounded by entries, least recently listed first out.
+        self._listings[inode] = listing
+        self._listed += len(listing)
+        while self._listed > LISTING_CACHE_ENTRIES and len(self._listings) > 1:
+            _, dropped = self._listings.popitem(last=False)
+            self._listed -= len(dropped)
 
     @_guarded
     async def readdir(self, fh, start_id, token):
@@ -200,9 +228,10 @@ class Operations(pyfuse3.Operations):
         assert listing is not None
         # Offsets are positions in the listing taken at opendir: stable for
         # this handle whatever is published meanwhile.
+        reply = pyfuse3.readdir_reply
         for i in range(start_id, len(listing)):
-            name, node = listing[i]
-            if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(node), i + 1):
+            name, attrs = listing[i]
+            if not reply(token, name, attrs, i + 1):
                 break
 
     @_guarded
