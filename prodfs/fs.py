@@ -290,8 +290,10 @@ class Operations(pyfuse3.Operations):
         if entry.size == 0:
             self._handles[fh] = _Handle(data=b"")
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
-        path = await self.daemon.blobs.ensure(entry.sha256, entry.size)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = self.daemon.blobs.open_verified(entry.sha256)
+        if fd is None:
+            path = await self.daemon.blobs.ensure(entry.sha256, entry.size)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.daemon.blobs.acquire(entry.sha256)
         self._handles[fh] = _Handle(fd=fd, sha=entry.sha256)
         # The content behind an inode never changes: let the kernel keep it.
