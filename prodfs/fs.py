@@ -86,11 +86,11 @@ def _guarded(fn: Callable) -> Callable:
 
 
 class _Handle:
-    __slots__ = ("fd", "sha", "data", "listing")
+    __slots__ = ("fd", "sha", "data", "listing", "size")
 
     def __init__(self, fd: int | None = None, sha: str | None = None, data: bytes | None = None,
-                 listing: list | None = None) -> None:
-        self.fd, self.sha, self.data, self.listing = fd, sha, data, listing
+                 listing: list | None = None, size: int = 0) -> None:
+        self.fd, self.sha, self.data, self.listing, self.size = fd, sha, data, listing, size
 
 
 class Operations(pyfuse3.Operations):
@@ -295,7 +295,7 @@ class Operations(pyfuse3.Operations):
             path = await self.daemon.blobs.ensure(entry.sha256, entry.size)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.daemon.blobs.acquire(entry.sha256)
-        self._handles[fh] = _Handle(fd=fd, sha=entry.sha256)
+        self._handles[fh] = _Handle(fd=fd, sha=entry.sha256, size=entry.size)
         # The content behind an inode never changes: let the kernel keep it.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
@@ -306,11 +306,15 @@ class Operations(pyfuse3.Operations):
         if h.data is not None:
             out = h.data[off:off + size]
         else:
-            out = await self._pread(h.fd, size, off)  # type: ignore[arg-type]
+            # The kernel asks past the end (a whole page, a readahead window):
+            # ask the disk for what is there, so that a read ending at EOF is
+            # complete rather than short (a short one would take the slow path).
+            size = min(size, h.size - off)
+            out = await self._pread(h.fd, size, off) if size > 0 else b""  # type: ignore[arg-type]
         self.stats.bytes_read += len(out)
         return out
 
-    async def _pread(self, fd: int, size: int, off: int) -> bytes:
+    async def _pread(self, fd: int, size: int, off: int) -> bytes | memoryview:
         # Fast path: data already in the page cache is read on this thread;
         # only a read that would block on the disk goes to a worker thread.
         if _RWF_NOWAIT:
@@ -318,7 +322,7 @@ class Operations(pyfuse3.Operations):
             try:
                 n = os.preadv(fd, [buf], off, _RWF_NOWAIT)
                 if n == size or n == 0:
-                    return bytes(buf[:n])
+                    return memoryview(buf)[:n]  # pyfuse3 takes any buffer: no copy
             except BlockingIOError:
                 pass
             except OSError as exc:
