@@ -22,6 +22,7 @@ import trio
 from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
 
 from . import _sdnotify
+from ._readahead import raise_readahead
 from .blob_cache import BlobCache
 from .context import Context
 from .fs import LONG, Operations
@@ -354,6 +355,7 @@ class Daemon:
                 else:
                     nursery.start_soon(self.watch_service)
                 nursery.start_soon(self._serve, nursery.cancel_scope)
+                nursery.start_soon(self._readahead)
                 await trio.sleep(0)
                 _ready(ready_fd, self.mountpoint)
         finally:
@@ -362,6 +364,15 @@ class Daemon:
             await self.client.aclose()
             await self.feed_client.aclose()
             log.info("unmounted %s", self.mountpoint)
+
+    async def _readahead(self) -> None:
+        # The kernel fixes a mount's readahead when the daemon answers INIT
+        # (at most what it offered at mount time): raise it once INIT is done,
+        # and again should INIT have come after the first try.
+        for delay in (0.05, 0.5, 2.0):
+            await trio.sleep(delay)
+            if raise_readahead(self.mountpoint) is None:
+                return
 
     async def _serve(self, scope: trio.CancelScope) -> None:
         try:
