@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-import trio
 
-from pvc_client import PVCClient, sha256_file
+from pvc_client import sha256_file
+from tests.faults.common import Publisher, need_fuse
 
 pytestmark = pytest.mark.fuse
 
@@ -21,27 +19,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def _need_fuse():
-    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-        if os.environ.get("CI"):
-            pytest.fail("FUSE is not available (/dev/fuse, fusermount3): CI must have it")
-        pytest.skip("FUSE is not available")
-
-
-class Publisher:
-    """Publish directories to a running service from synchronous test code."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def call(self, method: str, *args, **kwargs):
-        async def go():
-            async with PVCClient(self.url) as c:
-                return await getattr(c, method)(*args, **kwargs)
-
-        return trio.run(go)
-
-    def publish(self, pri: str, directory: Path, **kwargs) -> dict:
-        return self.call("publish_directory", pri, directory, **kwargs)
+    need_fuse()
 
 
 @pytest.fixture
