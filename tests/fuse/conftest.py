@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pvc_client import sha256_file
-from tests.faults.common import Publisher, need_fuse
+from tests.faults.common import Publisher, need_fuse, no_mounts_left_behind
 
 pytestmark = pytest.mark.fuse
 
@@ -34,13 +34,4 @@ def sha256(path: Path) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def _no_mounts_left_behind(tmp_path_factory):
     """Whatever a failing test leaves mounted under the test tree is detached at the end."""
-    yield
-    from mount_tools._mounts import prodfs_mounts, unmount
-
-    base = str(tmp_path_factory.getbasetemp())
-    for m in prodfs_mounts():
-        if m.startswith(base):
-            try:
-                unmount(m, lazy=True)
-            except Exception:  # noqa: BLE001 - best effort at teardown
-                pass
+    yield from no_mounts_left_behind(str(tmp_path_factory.getbasetemp()))
