@@ -8,7 +8,10 @@ already on disk is re-hashed the first time this process uses it (disk
 corruption, or a tampered cache, is never served: it is dropped and
 refetched); after that, a blob whose file changed (inode, size or mtime) is
 re-hashed before it is served again, and one that vanished is refetched.
-Size is bounded by LRU eviction of blobs no open file holds.
+Size is bounded by LRU eviction of blobs no open file holds. Readers get
+their fds from `open_fd`, which keeps a bounded set of them open: the kernel
+does not tell the daemon when a file is opened or closed (see
+`prodfs._zeroopen`), so a read finds its blob by content, not by handle.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class BlobCache:
         max_bytes: int | None = None,
         stats: Stats | None = None,
         threads: int = 4,
+        max_fds: int = 256,
     ) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs"
@@ -73,6 +77,10 @@ class BlobCache:
         self._verified: dict[str, tuple[int, int, int] | None] = {}
         self._open: dict[str, int] = {}  # sha -> open handles; never evicted while > 0
         self._lru: OrderedDict[str, int] = OrderedDict()  # sha -> size, oldest first
+        # sha -> a read-only fd kept for the next reads, least recently used first;
+        # a kept fd holds its blob as an open file does (never evicted)
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self.max_fds = max_fds
         self.size = 0
         self._clean_tmp()
         self._scan()
@@ -164,6 +172,48 @@ class BlobCache:
         self.stats.cache_hits += 1
         return fd
 
+    async def open_fd(self, sha: str, size: int) -> int:
+        """A read-only fd on the verified blob, fetched if needed; it stays owned by the cache.
+
+        Use it without awaiting in between, or `os.dup` it first: another
+        blob's read may close it once more than `max_fds` are kept.
+        """
+        fd = self._fds.get(sha)
+        if fd is not None:
+            st = os.fstat(fd)
+            if st.st_nlink and (st.st_ino, st.st_size, st.st_mtime_ns) == self._verified.get(sha):
+                self._fds.move_to_end(sha)
+                return fd
+            # changed in place or removed since it was verified: check or fetch it again
+            del self._fds[sha]
+            os.close(fd)
+            self.release(sha)
+            self._verified.pop(sha, None)
+            log.warning("cache: %s changed on disk (or was removed) since it was verified: checking it again",
+                        sha[:12])
+        fd = self.open_verified(sha)
+        if fd is None:  # not verified yet, changed or gone since: check or fetch it
+            path = await self.ensure(sha, size)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        kept = self._fds.get(sha)
+        if kept is not None:  # a concurrent read of the same blob got here first
+            os.close(fd)
+            return kept
+        self._fds[sha] = fd
+        self.acquire(sha)
+        while len(self._fds) > self.max_fds:
+            old_sha, old_fd = self._fds.popitem(last=False)
+            os.close(old_fd)
+            self.release(old_sha)
+        return fd
+
+    def close(self) -> None:
+        """Close the kept fds (at unmount)."""
+        while self._fds:
+            sha, fd = self._fds.popitem()
+            os.close(fd)
+            self.release(sha)
+
     async def ensure(self, sha: str, size: int) -> Path:
         """Return the local path of a verified blob, fetching it if needed."""
         if sha in self._verified:
@@ -237,6 +287,7 @@ class BlobCache:
             "blobs": len(self._lru),
             "limit": self.max_bytes,
             "open": len(self._open),
+            "fds": len(self._fds),
         }
 
 

@@ -8,6 +8,7 @@ Everything runs on one trio thread; disk work and hashing go to threads.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -16,12 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import pyfuse3
 import trio
 
 from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
 
-from . import _sdnotify
+from . import _sdnotify, _zeroopen
+from ._fuse import pyfuse3
 from ._readahead import raise_readahead
 from .blob_cache import BlobCache
 from .context import Context
@@ -36,6 +37,15 @@ from .stats import Stats, prometheus_text
 from .versions import VersionStore
 
 log = logging.getLogger("prodfs")
+
+_ROOT_LISTING = None  # queued for the invalidator: the root's listing changed
+
+
+def _invalidate_root() -> None:
+    try:
+        pyfuse3.invalidate_inode(ROOT, attr_only=False)
+    except OSError as exc:  # ENOENT: the kernel holds nothing of it
+        log.debug("invalidating the root's listing: %s", exc)
 
 __all__ = ["Daemon", "main", "build_parser"]
 
@@ -68,6 +78,7 @@ class Daemon:
         self.snapshot: dict | None = None
         self.workspace: dict | None = None
         self.root_timeout = LONG
+        self.ops: Operations | None = None
         self._invalidate: trio.MemorySendChannel | None = None
         self._last_snapshot: tuple | None = None
 
@@ -226,6 +237,8 @@ class Daemon:
             resolved=len(self.state.resolved),
             conflicts=len(self.state.resolution.conflicts),
             generation=self.state.generation,
+            zero_open=bool(self.ops and self.ops.zero_open),
+            control_snapshots=len(self.ops.control) if self.ops else 0,
         )
 
     # -- health ------------------------------------------------------------
@@ -317,7 +330,9 @@ class Daemon:
     def _queue_invalidations(self, names: set[str]) -> None:
         if self._invalidate is None or not names:
             return
-        for n in names:
+        if self.ops is not None:
+            self.ops.root_changed()
+        for n in [_ROOT_LISTING, *names]:
             try:
                 self._invalidate.send_nowait(n)
             except trio.WouldBlock:
@@ -327,7 +342,13 @@ class Daemon:
         # Kernel notifications go out from their own task, never from inside a
         # handler touching the same inode (that can deadlock).
         async for name in receive:
-            pyfuse3.invalidate_entry_async(ROOT, name.encode(), ignore_enoent=True)
+            if name is _ROOT_LISTING:
+                # The kernel's copy of the root's listing. This call waits for
+                # the kernel, which may wait for a READDIRPLUS that only this
+                # thread can answer: make it from another thread.
+                await trio.to_thread.run_sync(_invalidate_root)
+            else:
+                pyfuse3.invalidate_entry_async(ROOT, name.encode(), ignore_enoent=True)
             self.stats.invalidations += 1
 
     # -- running -------------------------------------------------------------
@@ -336,7 +357,12 @@ class Daemon:
             await self.load()
         except PVCError as exc:
             raise StartupError(f"cannot load the context from {self.opts.pvc}: {exc}") from None
-        ops = Operations(self)
+        self.ops = ops = Operations(self)
+        # What is loaded now (the index, the graph, the modules) lives as long
+        # as the mount: keep the collector from walking it again and again,
+        # which would stall requests for milliseconds at a time.
+        gc.collect()
+        gc.freeze()
         options = {"fsname=prodfs", "subtype=prodfs", "ro", "default_permissions"}
         if self.opts.allow_other:
             options.add("allow_other")
@@ -344,6 +370,10 @@ class Daemon:
             pyfuse3.init(ops, self.mountpoint, options)
         except RuntimeError as exc:
             raise StartupError(f"cannot mount on {self.mountpoint}: {exc}") from None
+        if not self.opts.no_zero_open:
+            ops.zero_open = _zeroopen.sessions()
+            if not ops.zero_open:
+                log.warning("every open and listing goes to the daemon (slower): %s", _zeroopen.why_unavailable())
         send, receive = trio.open_memory_channel(10000)
         self._invalidate = send
         try:
@@ -361,6 +391,7 @@ class Daemon:
         finally:
             _sdnotify.notify("STOPPING=1")
             pyfuse3.close(unmount=True)
+            self.blobs.close()
             await self.client.aclose()
             await self.feed_client.aclose()
             log.info("unmounted %s", self.mountpoint)

@@ -3,6 +3,13 @@
 Every handler goes through `_guarded`, the one place where errors become
 errno values: nothing but `pyfuse3.FUSEError` may reach pyfuse3, because any
 other exception ends ``pyfuse3.main()`` and leaves the mount dead.
+
+Two ways of serving, chosen at mount time. With zero-message opens (see
+`prodfs._zeroopen`, the normal case) `open` and `opendir` answer ENOSYS once,
+the kernel keeps contents and listings, and `read` and `readdir` get an
+inode-tagged handle: everything an inode serves must never change, which
+holds for versions, and control files get a new inode per lookup
+(`prodfs.control`). Otherwise every open and listing comes with a handle.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import pyfuse3
 import trio
 
-from pvc_client import InvalidInput, NotFound, PVCError, Unauthorized
+from pvc_client import Entry, InvalidInput, NotFound, PVCError, Unauthorized
 
+from ._fuse import pyfuse3
+from ._zeroopen import INODE_BIT
+from .control import ControlSnapshots, Snapshot
 from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_TOP, ROOT, FsError, Node
 
 if TYPE_CHECKING:
@@ -86,11 +95,13 @@ def _guarded(fn: Callable) -> Callable:
 
 
 class _Handle:
-    __slots__ = ("fd", "sha", "data", "listing", "size")
+    """What an open or opendir reply stands for (without zero-message opens)."""
 
-    def __init__(self, fd: int | None = None, sha: str | None = None, data: bytes | None = None,
-                 listing: list | None = None, size: int = 0) -> None:
-        self.fd, self.sha, self.data, self.listing, self.size = fd, sha, data, listing, size
+    __slots__ = ("ino", "sha", "data", "listing")
+
+    def __init__(self, ino: int, sha: str | None = None, data: bytes | None = None) -> None:
+        self.ino, self.sha, self.data = ino, sha, data
+        self.listing: list | None = None
 
 
 class Operations(pyfuse3.Operations):
@@ -109,6 +120,18 @@ class Operations(pyfuse3.Operations):
         self._mount_ns = int(time.time() * 1e9)
         self._listings: OrderedDict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = OrderedDict()
         self._listed = 0
+        self._root_listing: list | None = None
+        self._root_ns = self._mount_ns
+        self.control = ControlSnapshots(daemon.control_content)
+        # Set by the daemon once the session exists: see the module docstring.
+        self.zero_open = False
+
+    def root_changed(self) -> None:
+        """The root's entries changed (publish, rename, new context): list it afresh."""
+        self._root_listing = None
+        # A new mtime makes the kernel drop its copy of the listing when it
+        # next checks the root's attributes (the daemon also invalidates it).
+        self._root_ns = max(time.time_ns(), self._root_ns + 1)
 
     # -- helpers -----------------------------------------------------------
     def _describe(self, op: str, args: tuple) -> str:
@@ -131,7 +154,7 @@ class Operations(pyfuse3.Operations):
         a.st_blksize = 128 * 1024
         a.st_uid, a.st_gid = self._uid, self._gid
         us = ns.mtime_us(node)
-        t = us * 1000 if us is not None else self._mount_ns
+        t = us * 1000 if us is not None else self._root_ns if node.ino == ROOT else self._mount_ns
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = t
         a.entry_timeout, a.attr_timeout = self._timeouts(node)
         return a
@@ -156,6 +179,21 @@ class Operations(pyfuse3.Operations):
         a.entry_timeout = self.daemon.root_timeout if parent == ROOT else LONG
         return a
 
+    def _snapshot_attrs(self, snap: Snapshot) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = snap.ino
+        a.st_mode = stat.S_IFREG | 0o444
+        a.st_nlink = 1
+        a.st_size = len(snap.data)
+        a.st_blocks = (a.st_size + 511) // 512
+        a.st_blksize = 4096
+        a.st_uid, a.st_gid = self._uid, self._gid
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = snap.mtime_ns
+        # Never reuse the entry (each open must look up a new rendering); the
+        # attributes of this rendering never change.
+        a.entry_timeout, a.attr_timeout = 0.0, LONG
+        return a
+
     @staticmethod
     def _name(name: bytes) -> str:
         try:
@@ -174,12 +212,22 @@ class Operations(pyfuse3.Operations):
                 raise
             log.debug("lookup %r: %s", name, exc)
             return self._negative(parent_inode)
+        if node.kind == K_CTRL_FILE:
+            return self._snapshot_attrs(self.control.take(node.name))
         return self._attrs(node)
 
     @_guarded
     async def getattr(self, inode, ctx=None):
         self.stats.getattrs += 1
+        if self.control.owns(inode):
+            return self._snapshot_attrs(self._snapshot(inode))
         return self._attrs(self.ns.node(inode))
+
+    def _snapshot(self, inode: int) -> Snapshot:
+        snap = self.control.get(inode)
+        if snap is None:
+            raise FsError(errno.ENOENT, f"stale inode {inode}")
+        return snap
 
     @_guarded
     async def readlink(self, inode, ctx):
@@ -190,22 +238,36 @@ class Operations(pyfuse3.Operations):
 
     @_guarded
     async def opendir(self, inode, ctx):
-        node = self.ns.node(inode)
+        if self.zero_open:
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # once: the kernel stops sending OPENDIR
+        self._listable(self.ns.node(inode))
+        fh = next(self._fh)
+        # The listing is made at the first readdir, and kept for this handle.
+        self._handles[fh] = _Handle(inode)
+        return fh
+
+    @staticmethod
+    def _listable(node: Node) -> None:
         if not node.is_dir:
             raise FsError(errno.ENOTDIR if node.kind != K_CONFLICT else errno.EIO, node.name or "not a directory")
-        if node.kind in _VERSION_DIRS:
-            listing = self._listings.get(inode)
-            if listing is not None:
-                self._listings.move_to_end(inode)
-                self.ns.state.record_use(node.view)  # type: ignore[arg-type]
-            else:
-                listing = self._prepare(await self.ns.listing(inode))
-                self._remember(inode, listing)
+
+    async def _listing(self, inode: int) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+        node = self.ns.node(inode)
+        self._listable(node)
+        if inode == ROOT:
+            # Listed in parts (one READDIRPLUS per buffer): made once per change.
+            if self._root_listing is None:
+                self._root_listing = self._prepare(await self.ns.listing(inode))
+            return self._root_listing
+        if node.kind not in _VERSION_DIRS:
+            return self._prepare(await self.ns.listing(inode))
+        listing = self._listings.get(inode)
+        if listing is not None:
+            self._listings.move_to_end(inode)
         else:
             listing = self._prepare(await self.ns.listing(inode))
-        fh = next(self._fh)
-        self._handles[fh] = _Handle(listing=listing)
-        return fh
+            self._remember(inode, listing)
+        return listing
 
     def _prepare(self, listing: list[tuple[str, Node]]) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
         return [(name.encode(), self._attrs(node)) for name, node in listing]
@@ -224,10 +286,16 @@ class Operations(pyfuse3.Operations):
     @_guarded
     async def readdir(self, fh, start_id, token):
         self.stats.readdirs += 1
-        listing = self._handles[fh].listing
-        assert listing is not None
-        # Offsets are positions in the listing taken at opendir: stable for
-        # this handle whatever is published meanwhile.
+        if fh & INODE_BIT:
+            # Zero-message opens: the kernel asks for a listing it will keep.
+            listing = await self._listing(fh ^ INODE_BIT)
+        else:
+            h = self._handles[fh]
+            if h.listing is None:
+                # Offsets are positions in this listing: stable for this
+                # handle whatever is published meanwhile.
+                h.listing = await self._listing(h.ino)
+            listing = h.listing
         reply = pyfuse3.readdir_reply
         for i in range(start_id, len(listing)):
             name, attrs = listing[i]
@@ -258,63 +326,87 @@ class Operations(pyfuse3.Operations):
             return json.dumps(self.daemon.explain(key[len(WHY_XATTR):]), sort_keys=True).encode()
         if inode == CONTROL_DIR and key == SNAPSHOT_XATTR:
             return json.dumps(await self.daemon.make_snapshot(), sort_keys=True).encode()
-        value = self.ns.xattrs(self.ns.node(inode)).get(key)
+        value = self._xattrs(inode).get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
     @_guarded
     async def listxattr(self, inode, ctx):
-        return [k.encode() for k in self.ns.xattrs(self.ns.node(inode))]
+        return [k.encode() for k in self._xattrs(inode)]
+
+    def _xattrs(self, inode: int) -> dict[str, bytes]:
+        if self.control.owns(inode):
+            self._snapshot(inode)
+            return {}
+        return self.ns.xattrs(self.ns.node(inode))
 
     async def forget(self, inode_list):
         # Nodes are kept for the life of the mount so that inode numbers stay
-        # stable; nothing to free here.
-        return None
+        # stable; only the renderings of control files go.
+        for inode, nlookup in inode_list:
+            if self.control.owns(inode):
+                self.control.forget(inode, nlookup)
 
     # -- data ----------------------------------------------------------------
     @_guarded
     async def open(self, inode, flags, ctx):
+        if self.zero_open:
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # once: the kernel stops sending OPEN and RELEASE
         if flags & _WRITE_FLAGS:
             raise FsError(errno.EROFS, "read-only filesystem", quiet=True)
-        node = self.ns.node(inode)
         self.stats.opens += 1
         fh = next(self._fh)
+        if self.control.owns(inode):
+            self._handles[fh] = _Handle(inode, data=self._snapshot(inode).data)
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        node = self.ns.node(inode)
         if node.kind == K_CTRL_FILE:
-            self._handles[fh] = _Handle(data=self.daemon.control_content(node.name))
+            self._handles[fh] = _Handle(inode, data=self.daemon.control_content(node.name))
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        entry = self._file_entry(node)
+        if entry.size:
+            await self.daemon.blobs.open_fd(entry.sha256, entry.size)  # fetch or check it now: errors belong to open
+            self.daemon.blobs.acquire(entry.sha256)
+        self._handles[fh] = _Handle(inode, sha=entry.sha256 if entry.size else None)
+        # The content behind an inode never changes: let the kernel keep it.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @staticmethod
+    def _file_entry(node: Node) -> Entry:
         if node.kind != K_FILE:
             raise FsError(errno.EISDIR if node.is_dir else errno.EINVAL, "not a regular file")
         entry = node.entry
         assert entry is not None and entry.sha256 is not None
-        if entry.size == 0:
-            self._handles[fh] = _Handle(data=b"")
-            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
-        fd = self.daemon.blobs.open_verified(entry.sha256)
-        if fd is None:
-            path = await self.daemon.blobs.ensure(entry.sha256, entry.size)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self.daemon.blobs.acquire(entry.sha256)
-        self._handles[fh] = _Handle(fd=fd, sha=entry.sha256, size=entry.size)
-        # The content behind an inode never changes: let the kernel keep it.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        return entry
 
     @_guarded
     async def read(self, fh, off, size):
-        h = self._handles[fh]
-        self.stats.reads += 1
-        if h.data is not None:
-            out = h.data[off:off + size]
+        if fh & INODE_BIT:
+            inode, data = fh ^ INODE_BIT, None
         else:
-            # The kernel asks past the end (a whole page, a readahead window):
-            # ask the disk for what is there, so that a read ending at EOF is
-            # complete rather than short (a short one would take the slow path).
-            size = min(size, h.size - off)
-            out = await self._pread(h.fd, size, off) if size > 0 else b""  # type: ignore[arg-type]
+            h = self._handles[fh]
+            inode, data = h.ino, h.data
+        if data is None and self.control.owns(inode):
+            data = self._snapshot(inode).data
+        if data is None:
+            node = self.ns.node(inode)
+            if node.kind == K_CTRL_FILE:  # listed, then read without a lookup: render it now
+                data = self.daemon.control_content(node.name)
+        if data is not None:
+            return data[off:off + size]  # a control file: not counted as payload
+        entry = self._file_entry(node)
+        self.stats.reads += 1
+        # The kernel asks past the end (a whole page, a readahead window):
+        # ask the disk for what is there, so that a read ending at EOF is
+        # complete rather than short (a short one would take the slow path).
+        size = min(size, entry.size - off)
+        out = await self._pread(entry.sha256, entry.size, size, off) if size > 0 else b""
         self.stats.bytes_read += len(out)
         return out
 
-    async def _pread(self, fd: int, size: int, off: int) -> bytes | memoryview:
+    async def _pread(self, sha: str, blob_size: int, size: int, off: int) -> bytes | memoryview:
+        fd = await self.daemon.blobs.open_fd(sha, blob_size)
         # Fast path: data already in the page cache is read on this thread;
         # only a read that would block on the disk goes to a worker thread.
         if _RWF_NOWAIT:
@@ -328,14 +420,23 @@ class Operations(pyfuse3.Operations):
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL):
                     raise
-        return await trio.to_thread.run_sync(os.pread, fd, size, off, limiter=self.daemon.io_limiter)
+        # The cache may close its fd while the thread reads: read from a duplicate.
+        dup = os.dup(fd)
+        try:
+            return await trio.to_thread.run_sync(os.pread, dup, size, off, limiter=self.daemon.io_limiter)
+        finally:
+            os.close(dup)
+
+    async def flush(self, fh):
+        # Nothing is ever dirty. ENOSYS tells the kernel once for all: it
+        # stops sending FLUSH, a round trip saved on every close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @_guarded
     async def release(self, fh):
         h = self._handles.pop(fh, None)
-        if h is not None and h.fd is not None:
-            os.close(h.fd)
-            self.daemon.blobs.release(h.sha)  # type: ignore[arg-type]
+        if h is not None and h.sha is not None:
+            self.daemon.blobs.release(h.sha)
 
     # -- everything that would write -----------------------------------------
     async def _erofs(self, *args, **kwargs):

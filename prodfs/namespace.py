@@ -155,7 +155,7 @@ class Namespace:
             raise FsError(errno.ENOENT, str(exc), quiet=True) from None
         except ConflictError as exc:
             raise FsError(errno.EIO, f"{name}: unresolved conflict: {exc}") from None
-        self.state.record_use(view)
+        self.state.record_use(view, resolved=True)
         return self.top(view)
 
     async def tree(self, node: Node) -> VersionTree:

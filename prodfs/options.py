@@ -74,6 +74,9 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--cache-dir", type=Path, default=None, help="local payload cache (default: %s)" % default_cache_dir())
     cache.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE",
                        help="evict least recently used payloads beyond this size (e.g. 50G)")
+    cache.add_argument("--no-zero-open", action="store_true",
+                       help="send every open and directory listing to the daemon instead of letting the "
+                            "kernel answer warm ones itself (slower; for diagnosis)")
     cache.add_argument("--live-timeout", type=float, default=1.0, metavar="SECONDS",
                        help="how long the kernel may keep a versionless name of a live context (default 1)")
     cache.add_argument("--pvc-timeout", type=_pvc_timeout, default=10.0, metavar="SECONDS",

@@ -138,13 +138,20 @@ class MountState:
         return sorted(p.pri for p in self.graph if p.newest(self.pin_us) is not None)
 
     # -- what was used -----------------------------------------------------
-    def record_use(self, view: View) -> None:
+    def record_use(self, view: View, resolved: bool = False) -> None:
+        """Note a use of ``view``; ``resolved`` when its name was just resolved (a root lookup).
+
+        Other uses (a listing, a lookup below) may come through a directory
+        opened before the name moved on: they never bring an old version back.
+        """
         if view.kind == "explicit":
             return
         now = time.time()
         rec = self.resolved.get(view.name)
         if rec is not None and rec["number"] == view.number:
             rec["last_used"] = now
+            return
+        if not resolved and rec is not None:
             return
         if rec is None:
             rec = {"name": view.name, "first_used": now, "history": []}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import os
 
 import pytest
 import trio
@@ -12,8 +13,9 @@ import trio
 from pvc_client import format_time, from_micros, parse_time, to_micros
 from prodfs.blob_cache import BlobCache, CorruptBlob
 from prodfs.context import Context
+from prodfs.control import ControlSnapshots
 from prodfs.graph import Dep, Graph, ProductInfo, VersionInfo
-from prodfs.namespace import CONTROL_NAME, K_CONFLICT, K_FILE, K_TOP, FsError, Namespace
+from prodfs.namespace import CONTROL_NAME, K_CONFLICT, K_FILE, K_TOP, ROOT, FsError, Namespace
 from prodfs.state import MountState
 from prodfs.versions import VersionStore
 
@@ -237,6 +239,53 @@ def test_blob_cache_refuses_and_replaces_corrupt_blobs(tmp_path):
     cache2 = BlobCache(tmp_path, good.download)
     path = trio.run(cache2.ensure, sha, len(data))
     assert path.read_bytes() == data and good.calls == 2
+
+
+def test_blob_cache_keeps_a_bounded_set_of_verified_fds(tmp_path):
+    items = dict(_blob(i) for i in range(4))
+    svc = Blobs(items)
+    cache = BlobCache(tmp_path, svc.download, max_bytes=2500, max_fds=2)
+    shas = list(items)
+    fd = trio.run(cache.open_fd, shas[0], len(items[shas[0]]))
+    assert os.pread(fd, 100_000, 0) == items[shas[0]]
+    assert trio.run(cache.open_fd, shas[0], len(items[shas[0]])) == fd  # kept, no new open
+    for sha in shas[1:3]:
+        trio.run(cache.open_fd, sha, len(items[sha]))
+    assert cache.usage()["fds"] == 2  # the least recently used one was closed ...
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    # ... and a blob with a kept fd is never evicted, as with an open file
+    trio.run(cache.open_fd, shas[3], len(items[shas[3]]))
+    assert cache.path(shas[3]).exists() and cache.path(shas[2]).exists()
+    assert cache.usage()["open"] == 2
+
+    # changed in place after it was verified: checked again (and refetched), never served as is
+    cache.path(shas[3]).write_bytes(b"x" * len(items[shas[3]]))
+    calls = svc.calls
+    fd = trio.run(cache.open_fd, shas[3], len(items[shas[3]]))
+    assert os.pread(fd, 100_000, 0) == items[shas[3]] and svc.calls == calls + 1
+    # removed behind the daemon's back: fetched again rather than read from the unlinked file
+    cache.path(shas[3]).unlink()
+    fd = trio.run(cache.open_fd, shas[3], len(items[shas[3]]))
+    assert cache.path(shas[3]).read_bytes() == items[shas[3]] and svc.calls == calls + 2
+    cache.close()
+    assert cache.usage()["fds"] == 0 and cache.usage()["open"] == 0
+
+
+def test_control_snapshots_live_until_forgotten():
+    renders = iter(range(100))
+    snaps = ControlSnapshots(lambda name: f"{name}:{next(renders)}".encode())
+    a, b = snaps.take("stats.json"), snaps.take("stats.json")
+    assert a.ino != b.ino and snaps.owns(a.ino) and not snaps.owns(ROOT)
+    assert (a.data, b.data) == (b"stats.json:0", b"stats.json:1")
+    assert snaps.get(a.ino) is a and len(snaps) == 2
+    a.lookups += 1  # looked up twice: forgotten only when both are
+    snaps.forget(a.ino, 1)
+    assert snaps.get(a.ino) is a
+    snaps.forget(a.ino, 1)
+    snaps.forget(b.ino, 1)
+    assert snaps.get(a.ino) is None and len(snaps) == 0
+    snaps.forget(12345, 1)  # unknown: ignored
 
 
 def test_manifest_disk_cache_is_per_store_version(tmp_path):
