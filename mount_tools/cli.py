@@ -254,20 +254,10 @@ def main(args: list[str] | None = None) -> int:
             if opts.o:
                 opts = parser.parse_args(argv + expand_o_options(opts.o))
             return cmd_mount(opts, raw)
-        if opts.command == "umount":
-            return cmd_umount(opts)
-        if opts.command == "status":
-            return cmd_status(opts)
-        if opts.command == "why":
-            return cmd_why(opts)
-        if opts.command == "conflicts":
-            return cmd_conflicts(opts)
-        if opts.command == "snapshot":
-            return cmd_snapshot(opts)
-        if opts.command == "prefetch":
-            return cmd_prefetch(opts)
-        if opts.command == "diff":
-            return cmd_diff(opts)
+        command = {"umount": cmd_umount, "status": cmd_status, "why": cmd_why, "conflicts": cmd_conflicts,
+                   "snapshot": cmd_snapshot, "prefetch": cmd_prefetch, "diff": cmd_diff}.get(opts.command)
+        if command is not None:
+            return command(opts)
     except QuietError as exc:
         print(f"prodfs: error: {exc}", file=sys.stderr)
         return exc.code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,6 +25,17 @@ router = APIRouter(prefix=API_PREFIX, tags=["products"])
 AsOf = Query(None, description="answer as the store was at this time (any accepted time form)")
 
 
+async def _read_product(request: Request, pri: str, as_of: str | None, fn: Callable[..., Any]) -> Any:
+    """``fn(conn, product, when)`` for the product named ``pri``, as the store was at ``as_of``."""
+    name = parse_pri(pri).text
+    when = parse_as_of(as_of, now_us())
+
+    def work(conn: Any) -> Any:
+        return fn(conn, lookup_product(conn, name, when), when)
+
+    return await run_read(request, work)
+
+
 @router.get("/products")
 async def list_products(request: Request, prefix: str = "", as_of: str | None = AsOf,
                         limit: int = Query(1000, ge=1, le=100_000), after: str | None = None,
@@ -37,13 +49,7 @@ async def list_products(request: Request, prefix: str = "", as_of: str | None = 
 @router.get("/products/{pri}")
 async def get_product(request: Request, pri: str, as_of: str | None = AsOf,
                       _: Principal = Depends(require("read"))) -> Response:
-    name = parse_pri(pri).text
-    when = parse_as_of(as_of, now_us())
-
-    def work(conn: Any) -> dict[str, Any]:
-        return _catalog.product_summary(conn, lookup_product(conn, name, when), when)
-
-    return json_response(await run_read(request, work))
+    return json_response(await _read_product(request, pri, as_of, _catalog.product_summary))
 
 
 @router.post("/products/{pri}/rename")
@@ -60,27 +66,16 @@ async def rename_product(request: Request, pri: str, body: RenameBody,
 @router.get("/products/{pri}/versions")
 async def list_versions(request: Request, pri: str, as_of: str | None = AsOf,
                         _: Principal = Depends(require("read"))) -> Response:
-    name = parse_pri(pri).text
-    when = parse_as_of(as_of, now_us())
-
-    def work(conn: Any) -> list[dict[str, Any]]:
-        return _catalog.list_versions(conn, lookup_product(conn, name, when), when)
-
-    return json_response({"versions": await run_read(request, work)})
+    return json_response({"versions": await _read_product(request, pri, as_of, _catalog.list_versions)})
 
 
 @router.get("/products/{pri}/versions/{sel}")
 async def get_version(request: Request, pri: str, sel: str, as_of: str | None = AsOf,
                       _: Principal = Depends(require("read"))) -> Response:
-    name = parse_pri(pri).text
-    when = parse_as_of(as_of, now_us())
+    def version(conn: Any, product: Any, when: int) -> dict[str, Any]:
+        return _catalog.get_version(conn, product, _catalog.find_version(conn, product, sel, when), when)
 
-    def work(conn: Any) -> dict[str, Any]:
-        product = lookup_product(conn, name, when)
-        number = _catalog.find_version(conn, product, sel, when)
-        return _catalog.get_version(conn, product, number, when)
-
-    return json_response(await run_read(request, work))
+    return json_response(await _read_product(request, pri, as_of, version))
 
 
 @router.post("/products/{pri}/versions", status_code=201)
@@ -117,13 +112,7 @@ def _settable_label(text: str) -> str:
 @router.get("/products/{pri}/labels")
 async def get_labels(request: Request, pri: str, as_of: str | None = AsOf,
                      _: Principal = Depends(require("read"))) -> Response:
-    name = parse_pri(pri).text
-    when = parse_as_of(as_of, now_us())
-
-    def work(conn: Any) -> dict[str, int]:
-        return _catalog.product_labels(conn, lookup_product(conn, name, when), when)
-
-    return json_response({"labels": await run_read(request, work)})
+    return json_response({"labels": await _read_product(request, pri, as_of, _catalog.product_labels)})
 
 
 @router.put("/products/{pri}/labels/{label}")
@@ -151,11 +140,9 @@ async def delete_label(request: Request, pri: str, label: str,
 @router.get("/products/{pri}/labels/{label}/history")
 async def label_history(request: Request, pri: str, label: str, as_of: str | None = AsOf,
                         _: Principal = Depends(require("read"))) -> Response:
-    name = parse_pri(pri).text
     label = parse_label(label)
-    when = parse_as_of(as_of, now_us())
 
-    def work(conn: Any) -> list[dict[str, Any]]:
-        return _catalog.label_history(conn, lookup_product(conn, name, when), label, when)
+    def history(conn: Any, product: Any, when: int) -> list[dict[str, Any]]:
+        return _catalog.label_history(conn, product, label, when)
 
-    return json_response({"history": await run_read(request, work)})
+    return json_response({"history": await _read_product(request, pri, as_of, history)})

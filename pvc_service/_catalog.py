@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from pvc_client import LATEST, format_time, from_micros, is_label
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, Row, Select, func, select
 
 from ._errors import Invalid, NotFound
 from ._names import (
@@ -22,7 +22,7 @@ from ._names import (
 )
 from ._schema import dependencies, label_moves, products, versions
 
-__all__ = ["iso", "product_summary", "list_products", "list_versions", "get_version",
+__all__ = ["iso", "product_summary", "list_products", "visible_products_query", "list_versions", "get_version",
            "find_version", "product_labels", "label_history", "dependency_refs"]
 
 _NUMBER_RE = re.compile(r"[1-9][0-9]{0,9}")
@@ -57,8 +57,8 @@ def product_summary(conn: Connection, product: Product, as_of: int) -> dict[str,
             "created_at": iso(product.created_us), "latest": latest.get(product.id)}
 
 
-def list_products(conn: Connection, as_of: int, prefix: str, after: str | None,
-                  limit: int) -> list[dict[str, Any]]:
+def visible_products_query(as_of: int, prefix: str = "") -> tuple[Select, Any]:
+    """(product_id, name, began_us, created_us) of every product visible at ``as_of``; and the names table."""
     names = canonical_names_query(as_of).subquery()
     query = (
         select(names.c.product_id, names.c.name, names.c.began_us, products.c.created_us)
@@ -67,6 +67,12 @@ def list_products(conn: Connection, as_of: int, prefix: str, after: str | None,
     )
     if prefix:
         query = query.where(names.c.name.startswith(prefix, autoescape=True))
+    return query, names
+
+
+def list_products(conn: Connection, as_of: int, prefix: str, after: str | None,
+                  limit: int) -> list[dict[str, Any]]:
+    query, names = visible_products_query(as_of, prefix)
     if after:
         query = query.where(names.c.name > after)
     rows = conn.execute(query.order_by(names.c.name).limit(limit)).all()

@@ -10,12 +10,11 @@ from typing import Any
 from pvc_client import LATEST, Ref
 from sqlalchemy import Connection, select
 
-from ._catalog import find_version, iso
+from ._catalog import find_version, iso, visible_products_query
 from ._events import current_cursor
 from ._names import (
     aliases_of,
     canonical_names,
-    canonical_names_query,
     chunks,
     labels_as_of,
     lookup_product,
@@ -27,14 +26,7 @@ __all__ = ["index_graph", "closure_graph"]
 
 def index_graph(conn: Connection, as_of: int, prefix: str = "") -> dict[str, Any]:
     cursor = current_cursor(conn)
-    names = canonical_names_query(as_of).subquery()
-    query = (
-        select(names.c.product_id, names.c.name, names.c.began_us, products.c.created_us)
-        .join(products, products.c.id == names.c.product_id)
-        .where(products.c.created_us <= as_of)
-    )
-    if prefix:
-        query = query.where(names.c.name.startswith(prefix, autoescape=True))
+    query, _ = visible_products_query(as_of, prefix)
     # .all(): one fetch for the whole answer, not a driver call per row
     found = {pid: (name, began, created) for pid, name, began, created in conn.execute(query).all()}
     # without a prefix every visible product is wanted: no id lists at all

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.common import Publisher, need_fuse, no_mounts_left_behind
+from tests.support.helpers import Publisher, need_fuse, no_mounts_left_behind
 from tests.support.faultproxy import FaultProxy
 from tests.support.service import Service
 

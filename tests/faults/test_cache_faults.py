@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.common import Publisher, blob_problems, file_tree, mounted, sha256, timed_errno
+from tests.support.helpers import Publisher, blob_problems, file_tree, mounted, sha256, timed_errno
 from tests.support.faultproxy import FaultProxy
 from tests.support.service import Service
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.common import Publisher, blob_problems, file_tree, mounted, prodfs
+from tests.support.helpers import Publisher, blob_problems, file_tree, mounted, prodfs
 from tests.support.faultproxy import FaultProxy
 from tests.support.mount import wait_for, wait_gone
 

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from pvc_client import PVCClient, Unavailable
-from tests.faults.common import Publisher, file_tree, sha256
+from tests.support.helpers import Publisher, file_tree, sha256
 from tests.support.faultproxy import FaultProxy
 
 PRI = "spies:100:10-lgt:walter"

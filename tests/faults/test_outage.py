@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pvc_client import format_time, utcnow
-from tests.faults.common import EIO, Publisher, file_tree, mounted, prodfs, status_of, timed_errno
+from tests.support.helpers import EIO, Publisher, file_tree, mounted, prodfs, status_of, timed_errno
 from tests.support.faultproxy import FaultProxy
 from tests.support.mount import wait_for
 from tests.support.service import Service

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import file_tree
+from tests.support.helpers import file_tree
 from tests.support.service import running_service
 
 pytestmark = pytest.mark.postgres
@@ -79,7 +79,7 @@ def pg() -> Iterator[PgServer]:
 
 
 def test_postgres_restart_under_a_running_service(tmp_path: Path, pg: PgServer) -> None:
-    from tests.faults.common import Publisher
+    from tests.support.helpers import Publisher
 
     with running_service(tmp_path / "data", db_url=pg.url) as svc:
         pvc = Publisher(svc.url)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import Publisher, mounted, need_fuse
+from tests.support.helpers import Publisher, mounted, need_fuse
 from tests.support.service import running_service
 
 PRI = "spies:100:10-lgt:walter"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pvc_client import sha256_file
-from tests.faults.common import Publisher, need_fuse, no_mounts_left_behind
+from tests.support.helpers import Publisher, need_fuse, no_mounts_left_behind
 
 pytestmark = pytest.mark.fuse
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from prodfs.versions import VersionStore, VersionTree
 from pvc_client import MAX_ENTRIES, InvalidInput, validate_manifest
-from tests.faults.common import Publisher, file_tree, mounted, need_fuse
+from tests.support.helpers import Publisher, file_tree, mounted, need_fuse
 
 PRI = "spies:100:10-lgt:walter"
 DATA = b"payload\n"

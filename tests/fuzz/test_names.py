@@ -23,7 +23,7 @@ from prodfs.namespace import FsError, Namespace
 from prodfs.state import MountState
 from prodfs.versions import VersionStore
 from pvc_client import InvalidPRI, parse_pri, parse_ref
-from tests.faults.common import Publisher, file_tree, mounted, need_fuse
+from tests.support.helpers import Publisher, file_tree, mounted, need_fuse
 
 PRI = "spies:100:10-lgt:walter"
 T0 = 1_767_225_600_000_000

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.common import no_mounts_left_behind
+from tests.support.helpers import no_mounts_left_behind
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -25,7 +25,7 @@ import trio
 from prodfs.context import Context
 from prodfs.snapshots import create_snapshot
 from pvc_client import PVCClient
-from tests.faults.common import Publisher, file_tree, mounted, need_fuse
+from tests.support.helpers import Publisher, file_tree, mounted, need_fuse
 from tests.load.report import record, summary
 
 PRIS = [f"spies:100:{n}-lgt:walter" for n in (10, 20, 30)]

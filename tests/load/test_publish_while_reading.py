@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.common import Publisher, file_tree, mounted, need_fuse
+from tests.support.helpers import Publisher, file_tree, mounted, need_fuse
 from tests.load.report import record
 
 pytestmark = pytest.mark.fuse

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from prodfs_demo import DemoShow, build, check_stage, default_start, publish
-from tests.faults.common import Publisher, mounted, need_fuse
+from tests.support.helpers import Publisher, mounted, need_fuse
 from tests.load.report import record, summary
 
 pytestmark = pytest.mark.fuse

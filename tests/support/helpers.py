@@ -1,4 +1,4 @@
-"""Shared by the fault, load and fuzz suites: FUSE checks, publishing, trees, timing a call."""
+"""Shared by the FUSE, fault, load and fuzz suites: FUSE checks, publishing, trees, timing a call."""
 
 from __future__ import annotations
 
