@@ -174,6 +174,8 @@ def cmd_status(opts: argparse.Namespace) -> int:
                   f"  conflicts {s.get('conflicts')}")
             print(f"  cache {cache.get('bytes', 0)} bytes in {cache.get('blobs', 0)} blobs, hit ratio {s.get('cache_hit_ratio')}"
                   f"  pvc requests {s.get('pvc_requests')}  errors {s.get('errors')}")
+            if not s.get("zero_open"):
+                print("  every open and listing goes through the daemon (zero-message opens are off: see its log)")
         elif "error" in e:
             print(f"  {e['error']}")
     return 0

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from tests.fuse.test_namespace import PRI, compare_trees, make_tree
-from tests.support.mount import Mount, mounted, wait_for
+from tests.support.mount import Mount, mounted, prodfs, wait_for
 
 OTHER = "spies:asset:walter-tex"
 
@@ -59,6 +59,7 @@ def test_warm_opens_and_listings_stay_in_the_kernel(tmp_path, pvc, pvc_url):
         assert warm["opens"] == 0
         # and the same bytes through the versionless name
         compare_trees(src, m / PRI)
+        assert "zero-message opens are off" not in prodfs("status", str(m.path)).stdout
 
 
 def test_control_files_give_each_open_one_document(tmp_path, pvc, pvc_url):
@@ -111,3 +112,4 @@ def test_without_zero_open_everything_goes_through_the_daemon(tmp_path, pvc, pvc
         assert after["readdirs"] > before["readdirs"]
         doc = m.control("context.json")
         assert doc["live"] is True
+        assert "zero-message opens are off" in prodfs("status", str(m.path)).stdout
