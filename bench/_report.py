@@ -153,8 +153,8 @@ def markdown(doc: dict) -> str:
         "",
         f"`{doc['command']}`: {doc['reps']} repetitions, targets interleaved; median (± half the range, % of "
         f"the median). Machine: {m.get('cpu')} x{m.get('cpus')}, {m.get('memory')}, kernel {m.get('kernel')}, "
-        f"{m.get('os')}; load average at start {m.get('load_average_at_start')}, at end "
-        f"{doc.get('load_average_at_end')}.",
+        f"{m.get('os')}; Python {m.get('python')}{_python_build(m.get('python_build'))}; load average at start "
+        f"{m.get('load_average_at_start')}, at end {doc.get('load_average_at_end')}.",
         "",
         f"Tree: {doc['dataset']['products']} products, {doc['dataset']['small_files']:,} small files of "
         f"{doc['dataset']['spec']['file_size']} B, {doc['dataset']['big_files']} x "
@@ -237,3 +237,12 @@ def write(doc: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     js.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
     md.write_text(markdown(doc))
     return js, md
+
+
+def _python_build(build: dict | None) -> str:
+    if not build:
+        return ""
+    notes = [] if build.get("pgo") else ["no PGO"]
+    if build.get("shared_libpython"):
+        notes.append("shared libpython")
+    return f" ({', '.join(notes)})" if notes else ""

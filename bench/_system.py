@@ -11,6 +11,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 __all__ = ["ensure_tools", "can_drop_caches", "drop_caches", "machine", "unmount", "BenchError"]
@@ -113,6 +114,12 @@ def machine() -> dict:
         "kernel": platform.release(),
         "os": _os_name(),
         "python": sys.version.split()[0],
+        # a build without PGO, or with a shared libpython, runs the daemon noticeably slower
+        "python_build": {
+            "executable": os.path.realpath(sys.executable),
+            "pgo": "--enable-optimizations" in (sysconfig.get_config_var("CONFIG_ARGS") or ""),
+            "shared_libpython": bool(sysconfig.get_config_var("Py_ENABLE_SHARED")),
+        },
         "pyfuse3": getattr(pyfuse3, "__version__", None),
         "libfuse": _version(["fusermount3", "--version"]),
         "trio": trio.__version__,
