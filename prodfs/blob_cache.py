@@ -164,8 +164,7 @@ class BlobCache:
             fd = os.open(f"{self._prefix}{sha[:2]}/{sha}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        st = os.fstat(fd)
-        if (st.st_ino, st.st_size, st.st_mtime_ns) != signature:
+        if not self._unchanged(fd, sha):
             os.close(fd)
             return None
         self._lru.move_to_end(sha)
@@ -180,17 +179,11 @@ class BlobCache:
         """
         fd = self._fds.get(sha)
         if fd is not None:
-            st = os.fstat(fd)
-            if st.st_nlink and (st.st_ino, st.st_size, st.st_mtime_ns) == self._verified.get(sha):
+            if self._unchanged(fd, sha):
                 self._fds.move_to_end(sha)
                 return fd
-            # changed in place or removed since it was verified: check or fetch it again
-            del self._fds[sha]
-            os.close(fd)
-            self.release(sha)
-            self._verified.pop(sha, None)
-            log.warning("cache: %s changed on disk (or was removed) since it was verified: checking it again",
-                        sha[:12])
+            # changed in place or removed since it was verified: `ensure` checks or fetches it again
+            self._drop_fd(sha)
         fd = self.open_verified(sha)
         if fd is None:  # not verified yet, changed or gone since: check or fetch it
             path = await self.ensure(sha, size)
@@ -202,17 +195,22 @@ class BlobCache:
         self._fds[sha] = fd
         self.acquire(sha)
         while len(self._fds) > self.max_fds:
-            old_sha, old_fd = self._fds.popitem(last=False)
-            os.close(old_fd)
-            self.release(old_sha)
+            self._drop_fd(next(iter(self._fds)))
         return fd
+
+    def _unchanged(self, fd: int, sha: str) -> bool:
+        """The file behind ``fd`` is still the one verified as ``sha`` (and still in the cache)."""
+        st = os.fstat(fd)
+        return st.st_nlink > 0 and (st.st_ino, st.st_size, st.st_mtime_ns) == self._verified.get(sha)
+
+    def _drop_fd(self, sha: str) -> None:
+        os.close(self._fds.pop(sha))
+        self.release(sha)
 
     def close(self) -> None:
         """Close the kept fds (at unmount)."""
         while self._fds:
-            sha, fd = self._fds.popitem()
-            os.close(fd)
-            self.release(sha)
+            self._drop_fd(next(iter(self._fds)))
 
     async def ensure(self, sha: str, size: int) -> Path:
         """Return the local path of a verified blob, fetching it if needed."""

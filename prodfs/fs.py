@@ -142,21 +142,27 @@ class Operations(pyfuse3.Operations):
 
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         ns = self.ns
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = node.ino
-        a.st_mode = ns.mode(node)
-        a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
+        mode = ns.mode(node)
         if node.kind == K_CTRL_FILE:
-            a.st_size = len(self.daemon.control_content(node.name))
+            size = len(self.daemon.control_content(node.name))
         else:
-            a.st_size = ns.size(node)
-        a.st_blocks = (a.st_size + 511) // 512
-        a.st_blksize = 128 * 1024
-        a.st_uid, a.st_gid = self._uid, self._gid
+            size = ns.size(node)
         us = ns.mtime_us(node)
         t = us * 1000 if us is not None else self._root_ns if node.ino == ROOT else self._mount_ns
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = t
-        a.entry_timeout, a.attr_timeout = self._timeouts(node)
+        return self._entry(node.ino, mode, size, t, *self._timeouts(node))
+
+    def _entry(self, ino: int, mode: int, size: int, t_ns: int, entry_timeout: float, attr_timeout: float,
+               blksize: int = 128 * 1024) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = mode
+        a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        a.st_size = size
+        a.st_blocks = (size + 511) // 512
+        a.st_blksize = blksize
+        a.st_uid, a.st_gid = self._uid, self._gid
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = t_ns
+        a.entry_timeout, a.attr_timeout = entry_timeout, attr_timeout
         return a
 
     def _timeouts(self, node: Node) -> tuple[float, float]:
@@ -180,19 +186,9 @@ class Operations(pyfuse3.Operations):
         return a
 
     def _snapshot_attrs(self, snap: Snapshot) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = snap.ino
-        a.st_mode = stat.S_IFREG | 0o444
-        a.st_nlink = 1
-        a.st_size = len(snap.data)
-        a.st_blocks = (a.st_size + 511) // 512
-        a.st_blksize = 4096
-        a.st_uid, a.st_gid = self._uid, self._gid
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = snap.mtime_ns
         # Never reuse the entry (each open must look up a new rendering); the
         # attributes of this rendering never change.
-        a.entry_timeout, a.attr_timeout = 0.0, LONG
-        return a
+        return self._entry(snap.ino, stat.S_IFREG | 0o444, len(snap.data), snap.mtime_ns, 0.0, LONG, 4096)
 
     @staticmethod
     def _name(name: bytes) -> str:
@@ -222,6 +218,15 @@ class Operations(pyfuse3.Operations):
         if self.control.owns(inode):
             return self._snapshot_attrs(self._snapshot(inode))
         return self._attrs(self.ns.node(inode))
+
+    def _content(self, inode: int) -> bytes | Node:
+        """The bytes a control file serves (its rendering), or the node of any other inode."""
+        if self.control.owns(inode):
+            return self._snapshot(inode).data
+        node = self.ns.node(inode)
+        if node.kind == K_CTRL_FILE:  # listed, then opened or read without a lookup: render it now
+            return self.daemon.control_content(node.name)
+        return node
 
     def _snapshot(self, inode: int) -> Snapshot:
         snap = self.control.get(inode)
@@ -357,14 +362,12 @@ class Operations(pyfuse3.Operations):
             raise FsError(errno.EROFS, "read-only filesystem", quiet=True)
         self.stats.opens += 1
         fh = next(self._fh)
-        if self.control.owns(inode):
-            self._handles[fh] = _Handle(inode, data=self._snapshot(inode).data)
-            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
-        node = self.ns.node(inode)
-        if node.kind == K_CTRL_FILE:
-            self._handles[fh] = _Handle(inode, data=self.daemon.control_content(node.name))
-            return pyfuse3.FileInfo(fh=fh, direct_io=True)
-        entry = self._file_entry(node)
+        content = self._content(inode)
+        if isinstance(content, bytes):
+            self._handles[fh] = _Handle(inode, data=content)
+            # a rendering's inode never changes; what a listed control file serves does
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=not self.control.owns(inode))
+        entry = self._file_entry(content)
         if entry.size:
             await self.daemon.blobs.open_fd(entry.sha256, entry.size)  # fetch or check it now: errors belong to open
             self.daemon.blobs.acquire(entry.sha256)
@@ -387,15 +390,10 @@ class Operations(pyfuse3.Operations):
         else:
             h = self._handles[fh]
             inode, data = h.ino, h.data
-        if data is None and self.control.owns(inode):
-            data = self._snapshot(inode).data
-        if data is None:
-            node = self.ns.node(inode)
-            if node.kind == K_CTRL_FILE:  # listed, then read without a lookup: render it now
-                data = self.daemon.control_content(node.name)
-        if data is not None:
-            return data[off:off + size]  # a control file: not counted as payload
-        entry = self._file_entry(node)
+        content = data if data is not None else self._content(inode)
+        if isinstance(content, bytes):
+            return content[off:off + size]  # a control file: not counted as payload
+        entry = self._file_entry(content)
         self.stats.reads += 1
         # The kernel asks past the end (a whole page, a readahead window):
         # ask the disk for what is there, so that a read ending at EOF is

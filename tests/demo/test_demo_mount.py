@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from prodfs_demo import DemoShow
 from pvc_client import format_time
+from tests.support.helpers import need_fuse
 from tests.support.mount import mounted
 
 pytestmark = pytest.mark.fuse
@@ -45,10 +45,7 @@ print(json.dumps(out))
 
 @pytest.fixture(autouse=True)
 def _need_fuse() -> None:
-    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-        if os.environ.get("CI"):
-            pytest.fail("FUSE is not available (/dev/fuse, fusermount3): CI must have it")
-        pytest.skip("FUSE is not available")
+    need_fuse()
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import pytest
 from prodfs_demo import DemoPlan, DemoShow, build, default_start, publish
 from pvc_client import PVCClient
 from tests.support.demo_fixtures import call  # noqa: F401 - the show's fixtures come from there too
+from tests.support.helpers import need_fuse
 from tests.support.mount import Mount, mounted
 from tests.support.service import running_service
 from tests.usd.props import PROPS, build_props
@@ -35,10 +34,7 @@ from tests.usd.support import MODEL, mounted_together
 @pytest.fixture(scope="session", autouse=True)
 def _need_fuse() -> None:
     # session scope: it must run before the session mounts, which a function fixture would not
-    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-        if os.environ.get("CI"):
-            pytest.fail("FUSE is not available (/dev/fuse, fusermount3): CI must have it")
-        pytest.skip("FUSE is not available")
+    need_fuse()
 
 
 def day3_date(show: DemoShow) -> str:
