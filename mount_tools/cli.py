@@ -7,6 +7,7 @@ Exit codes:
   3  mountpoint problem: missing, not a directory, busy, cannot unmount
   4  the PVC service is unreachable, or the context (workspace, snapshot) is unknown
   5  not a ProdFS mount / nothing to report
+  6  fsck found corrupt payloads in the cache (they were removed, and are refetched when next read)
 """
 
 from __future__ import annotations
@@ -220,6 +221,30 @@ def cmd_conflicts(opts: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fsck(opts: argparse.Namespace) -> int:
+    from prodfs.blob_cache import check_cache
+
+    cache_dir = Path(opts.cache_dir or default_cache_dir())
+    if not (cache_dir / "blobs").is_dir():
+        raise QuietError(f"{cache_dir} is not a ProdFS payload cache (no blobs/ in it)", 5)
+    show = sys.stderr.isatty() and not opts.json
+
+    def progress(done: int, total: int) -> None:
+        if show and (done % 100 == 0 or done == total):
+            print(f"\rchecked {done}/{total} payloads", end="\n" if done == total else "", file=sys.stderr)
+
+    report = check_cache(cache_dir, progress)
+    if opts.json:
+        _print_json({"cache_dir": str(cache_dir), "blobs": report.blobs, "bytes": report.bytes,
+                     "corrupt": report.corrupt})
+    else:
+        print(f"{cache_dir}: {report.blobs} payloads, {report.bytes} bytes checked, "
+              f"{len(report.corrupt)} corrupt")
+        for sha in report.corrupt:
+            print(f"  removed {sha}")
+    return 6 if report.corrupt else 0
+
+
 # -- parser ----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prodfs", description="ProdFS: the product filesystem.",
@@ -239,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("conflicts", help="list the diamonds of a mount's resolution")
     c.add_argument("mountpoint")
     c.add_argument("--json", action="store_true")
+    f = sub.add_parser("fsck", help="hash every cached payload again and remove the corrupt ones")
+    f.add_argument("--cache-dir", type=Path, default=None, help=f"the cache to check (default: {default_cache_dir()})")
+    f.add_argument("--json", action="store_true")
     add_parsers(sub)
     return p
 
@@ -257,7 +285,7 @@ def main(args: list[str] | None = None) -> int:
                 opts = parser.parse_args(argv + expand_o_options(opts.o))
             return cmd_mount(opts, raw)
         command = {"umount": cmd_umount, "status": cmd_status, "why": cmd_why, "conflicts": cmd_conflicts,
-                   "snapshot": cmd_snapshot, "prefetch": cmd_prefetch, "diff": cmd_diff}.get(opts.command)
+                   "snapshot": cmd_snapshot, "prefetch": cmd_prefetch, "diff": cmd_diff, "fsck": cmd_fsck}.get(opts.command)
         if command is not None:
             return command(opts)
     except QuietError as exc:

@@ -3,11 +3,16 @@
 Layout: ``CACHE/blobs/ab/<sha256>``, one file per blob, shared by every version
 and every mount that uses the same cache directory. A blob enters the cache
 only through `_fetch`: it is downloaded to ``CACHE/tmp/``, hashed, fsynced and
-renamed into place, so a crash never leaves a half blob under its name. A blob
-already on disk is re-hashed the first time this process uses it (disk
-corruption, or a tampered cache, is never served: it is dropped and
-refetched); after that, a blob whose file changed (inode, size or mtime) is
-re-hashed before it is served again, and one that vanished is refetched.
+renamed into place, so a crash never leaves a half blob under its name.
+
+Integrity: a blob is served only while its file is the one that was hashed.
+The verification ledger (`prodfs._ledger`, ``CACHE/verified.sqlite``) keeps
+each hashed blob's file signature (inode, size, mtime, ctime); a blob whose
+file still has it is trusted by any process, and one whose file changed, or
+that no process recorded, is hashed again before use (disk corruption, or a
+tampered cache, is never served: it is dropped and refetched). With
+``trust_ledger=False`` (``--cache-verify per-mount``) each process hashes
+every blob at its first use instead. A blob that vanished is refetched.
 Size is bounded by LRU eviction of blobs no open file holds. Readers get
 their fds from `open_fd`, which keeps a bounded set of them open: the kernel
 does not tell the daemon when a file is opened or closed (see
@@ -23,6 +28,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -31,11 +37,15 @@ import trio
 from pvc_client import sha256_file
 
 from ._coalesce import Coalescer
+from ._ledger import Ledger, Signature, fsignature_of, signature_of
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BlobCache", "CorruptBlob", "EMPTY_SHA256"]
+__all__ = ["BlobCache", "CorruptBlob", "EMPTY_SHA256", "VERIFY_MODES", "CheckReport", "check_cache"]
+
+# --cache-verify: "once" trusts the ledger, "per-mount" hashes each blob in every new process
+VERIFY_MODES = ("once", "per-mount")
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -60,6 +70,7 @@ class BlobCache:
         stats: Stats | None = None,
         threads: int = 4,
         max_fds: int = 256,
+        trust_ledger: bool = True,
     ) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs"
@@ -72,9 +83,12 @@ class BlobCache:
         self.stats = stats or Stats()
         self._limiter = trio.CapacityLimiter(threads)
         self._fetches: Coalescer[Path] = Coalescer()
-        # sha -> the file's (inode, size, mtime) when it was hashed: a change
-        # (tampering, a partial restore) means hashing it again before use
-        self._verified: dict[str, tuple[int, int, int] | None] = {}
+        # sha -> the file's signature when it was hashed (here, or by another
+        # process, per the ledger): a change (tampering, a partial restore)
+        # means hashing it again before use
+        self._verified: dict[str, Signature | None] = {}
+        self.ledger = Ledger(self.root / "verified.sqlite")
+        self.trust_ledger = trust_ledger
         self._open: dict[str, int] = {}  # sha -> open handles; never evicted while > 0
         self._lru: OrderedDict[str, int] = OrderedDict()  # sha -> size, oldest first
         # sha -> a read-only fd kept for the next reads, least recently used first;
@@ -130,6 +144,7 @@ class BlobCache:
         if size is not None:
             self.size -= size
         self._verified.pop(sha, None)
+        self.ledger.drop(sha)
 
     def _evict_for(self, incoming: int) -> None:
         if self.max_bytes is None:
@@ -200,22 +215,23 @@ class BlobCache:
 
     def _unchanged(self, fd: int, sha: str) -> bool:
         """The file behind ``fd`` is still the one verified as ``sha`` (and still in the cache)."""
-        st = os.fstat(fd)
-        return st.st_nlink > 0 and (st.st_ino, st.st_size, st.st_mtime_ns) == self._verified.get(sha)
+        sig = self._verified.get(sha)
+        return sig is not None and fsignature_of(fd) == sig
 
     def _drop_fd(self, sha: str) -> None:
         os.close(self._fds.pop(sha))
         self.release(sha)
 
     def close(self) -> None:
-        """Close the kept fds (at unmount)."""
+        """Close the kept fds and the ledger (at unmount)."""
         while self._fds:
             self._drop_fd(next(iter(self._fds)))
+        self.ledger.close()
 
     async def ensure(self, sha: str, size: int) -> Path:
         """Return the local path of a verified blob, fetching it if needed."""
         if sha in self._verified:
-            if self._verified[sha] == _signature(self.path(sha)):
+            if self._verified[sha] == signature_of(self.path(sha)):
                 self._lru.move_to_end(sha)
                 self.stats.cache_hits += 1
                 return self.path(sha)
@@ -232,9 +248,18 @@ class BlobCache:
             self._lru[sha] = path.stat().st_size
             self.size += self._lru[sha]
         if sha in self._lru:
-            actual = await trio.to_thread.run_sync(sha256_file, path, limiter=self._limiter)
+            before = signature_of(path)
+            # hashed by this or another process, and its file unchanged since: no need to hash again
+            trusted = self.trust_ledger and before is not None and self.ledger.get(sha) == before
+            if trusted:
+                actual = sha
+            else:
+                self.stats.blobs_hashed += 1
+                actual = await trio.to_thread.run_sync(sha256_file, path, limiter=self._limiter)
             if actual == sha:
-                self._verified[sha] = _signature(path)
+                self._verified[sha] = before
+                if not trusted and signature_of(path) == before:  # not changed while it was hashed
+                    self.ledger.put(sha, before)
                 self._lru.move_to_end(sha)
                 self.stats.cache_hits += 1
                 return path
@@ -273,7 +298,8 @@ class BlobCache:
             raise
         self._lru[sha] = written
         self.size += written
-        self._verified[sha] = _signature(self.path(sha))
+        self._verified[sha] = signature_of(self.path(sha))  # after the rename, which sets the ctime
+        self.ledger.put(sha, self._verified[sha])
         self.stats.blobs_fetched += 1
         self.stats.bytes_fetched += written
         log.debug("cache: fetched %s (%d bytes, %.3fs)", sha[:12], written, time.monotonic() - started)
@@ -289,12 +315,51 @@ class BlobCache:
         }
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+@dataclass
+class CheckReport:
+    blobs: int = 0
+    bytes: int = 0
+    corrupt: list[str] = field(default_factory=list)  # removed: hashed to something else, or unreadable
+
+
+def check_cache(root: str | os.PathLike, progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Hash every blob under ``root`` again: remove the corrupt ones, record the good ones in the ledger.
+
+    The offline check behind ``prodfs fsck``, for what the ledger cannot see
+    (bytes changed under an unchanged inode). Safe beside running daemons: a
+    removed blob is refetched by the daemon that next reads it.
+    """
+    blob_dir = Path(root) / "blobs"
+    ledger = Ledger(Path(root) / "verified.sqlite")
+    report = CheckReport()
+    paths = sorted(p for sub in blob_dir.iterdir() if sub.is_dir() for p in sub.iterdir()) if blob_dir.is_dir() else []
     try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+        for path in paths:
+            before = signature_of(path)
+            try:
+                actual = sha256_file(path)
+            except OSError as exc:
+                if not path.exists():  # evicted by a daemon meanwhile
+                    continue
+                actual = f"unreadable ({exc})"
+            report.blobs += 1
+            report.bytes += before[1] if before else 0
+            if actual == path.name:
+                if signature_of(path) == before:
+                    ledger.put(path.name, before)
+            else:
+                log.error("cache: %s is corrupt on disk (hashes to %s): removed", path, actual[:12])
+                report.corrupt.append(path.name)
+                ledger.drop(path.name)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            if progress is not None:
+                progress(report.blobs, len(paths))
+    finally:
+        ledger.close()
+    return report
 
 
 def _flush_and_sync(f) -> None:

@@ -71,7 +71,8 @@ class Daemon:
                                      max_connections=2)
         self.saved = SavedContexts(self.cache_dir)
         self.io_limiter = trio.CapacityLimiter(8)
-        self.blobs = BlobCache(self.cache_dir, self.client.download_blob, max_bytes=opts.cache_size, stats=self.stats)
+        self.blobs = BlobCache(self.cache_dir, self.client.download_blob, max_bytes=opts.cache_size, stats=self.stats,
+                               trust_ledger=opts.cache_verify == "once")
         self.versions = VersionStore(self._fetch_version, self.cache_dir, self.stats)
         self.state: MountState
         self.namespace: Namespace

@@ -47,6 +47,7 @@ LISTING_CACHE_ENTRIES = 1 << 16  # directory entries kept ready with their attri
 _VERSION_DIRS = (K_TOP, K_DIR)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_SCRATCH = 1 << 20  # the largest read request libfuse 3 lets the kernel send
 WHY_XATTR = "user.prodfs.why."
 SNAPSHOT_XATTR = "user.prodfs.snapshot"
 
@@ -122,6 +123,12 @@ class Operations(pyfuse3.Operations):
         self._listed = 0
         self._root_listing: list | None = None
         self._root_ns = self._mount_ns
+        # One buffer for every read answered from the page cache: pyfuse3
+        # sends a read's reply as soon as `read` returns, before any other
+        # task runs, so the next read cannot overwrite it too early. Saves
+        # allocating and zeroing a buffer per request.
+        self._scratch = memoryview(bytearray(_SCRATCH))
+        self._from_disk: dict[str, int] = {}  # sha -> where the last read that went to the disk ended
         self.control = ControlSnapshots(daemon.control_content)
         # Set by the daemon once the session exists: see the module docstring.
         self.zero_open = False
@@ -405,14 +412,17 @@ class Operations(pyfuse3.Operations):
 
     async def _pread(self, sha: str, blob_size: int, size: int, off: int) -> bytes | memoryview:
         fd = await self.daemon.blobs.open_fd(sha, blob_size)
-        # Fast path: data already in the page cache is read on this thread;
-        # only a read that would block on the disk goes to a worker thread.
-        if _RWF_NOWAIT:
-            buf = bytearray(size)
+        # Fast path: data already in the page cache is read on this thread,
+        # into the scratch buffer (no await from here to the reply); only a
+        # read that would block on the disk goes to a worker thread. A read
+        # continuing one that went to the disk goes there directly: trying
+        # the page cache first would copy the part readahead brought in, for
+        # nothing.
+        if _RWF_NOWAIT and self._from_disk.get(sha) != off:
+            view = self._scratch[:size] if size <= _SCRATCH else memoryview(bytearray(size))
             try:
-                n = os.preadv(fd, [buf], off, _RWF_NOWAIT)
-                if n == size or n == 0:
-                    return memoryview(buf)[:n]  # pyfuse3 takes any buffer: no copy
+                if os.preadv(fd, [view], off, _RWF_NOWAIT) == size:
+                    return view
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -420,8 +430,11 @@ class Operations(pyfuse3.Operations):
                     raise
         # The cache may close its fd while the thread reads: read from a duplicate.
         dup = os.dup(fd)
+        if len(self._from_disk) >= 1024:
+            self._from_disk.clear()
+        self._from_disk[sha] = off + size
         try:
-            return await trio.to_thread.run_sync(os.pread, dup, size, off, limiter=self.daemon.io_limiter)
+            return await trio.to_thread.run_sync(_read_all, dup, size, off, limiter=self.daemon.io_limiter)
         finally:
             os.close(dup)
 
@@ -448,3 +461,14 @@ class Operations(pyfuse3.Operations):
 
     async def fsyncdir(self, fh, datasync):
         return None
+
+
+def _read_all(fd: int, size: int, off: int) -> bytes:
+    """``size`` bytes at ``off``, fewer only at the end of the file."""
+    data = os.pread(fd, size, off)
+    while 0 < len(data) < size:  # a short read before the end: the rest, rarely
+        more = os.pread(fd, size - len(data), off + len(data))
+        if not more:
+            break
+        data += more
+    return data

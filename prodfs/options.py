@@ -74,6 +74,10 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--cache-dir", type=Path, default=None, help="local payload cache (default: %s)" % default_cache_dir())
     cache.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE",
                        help="evict least recently used payloads beyond this size (e.g. 50G)")
+    cache.add_argument("--cache-verify", choices=("once", "per-mount"), default="once",
+                       help="once: trust a cached payload hashed before, by any process, while its file is "
+                            "unchanged (inode, size, mtime, ctime; `prodfs fsck` re-hashes them all); "
+                            "per-mount: hash each payload again at its first use by this daemon")
     cache.add_argument("--no-zero-open", action="store_true",
                        help="send every open and directory listing to the daemon instead of letting the "
                             "kernel answer warm ones itself (slower; for diagnosis)")

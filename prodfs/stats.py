@@ -23,6 +23,7 @@ class Stats:
     cache_misses: int = 0
     blobs_fetched: int = 0
     bytes_fetched: int = 0
+    blobs_hashed: int = 0  # cached payloads hashed again before use (not trusted from the ledger)
     manifests_fetched: int = 0
     resolutions: int = 0
     invalidations: int = 0
@@ -48,7 +49,8 @@ class Stats:
 
 
 _COUNTERS = ("lookups", "negative_lookups", "getattrs", "readdirs", "opens", "reads", "bytes_read",
-             "cache_hits", "cache_misses", "blobs_fetched", "bytes_fetched", "manifests_fetched",
+             "cache_hits", "cache_misses", "blobs_fetched", "bytes_fetched", "blobs_hashed",
+             "manifests_fetched",
              "resolutions", "invalidations", "events", "errors", "pvc_requests")
 _GAUGES = ("uptime", "products", "resolved", "conflicts", "inodes", "cache_hit_ratio", "pvc_latency_avg_ms")
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from pvc_client import format_time, from_micros, parse_time, to_micros
-from prodfs.blob_cache import BlobCache, CorruptBlob
+from prodfs.blob_cache import BlobCache, CorruptBlob, check_cache
 from prodfs.context import Context
 from prodfs.control import ControlSnapshots
 from prodfs.graph import Dep, Graph, ProductInfo, VersionInfo
@@ -270,6 +270,87 @@ def test_blob_cache_keeps_a_bounded_set_of_verified_fds(tmp_path):
     assert cache.path(shas[3]).read_bytes() == items[shas[3]] and svc.calls == calls + 2
     cache.close()
     assert cache.usage()["fds"] == 0 and cache.usage()["open"] == 0
+
+
+def _count_hashes(monkeypatch) -> list[str]:
+    import prodfs.blob_cache as bc
+
+    hashed: list[str] = []
+    real = bc.sha256_file
+
+    def counting(path):
+        if "/blobs/" in str(path):  # a cached blob, not a download being checked
+            hashed.append(os.path.basename(path))
+        return real(path)
+
+    monkeypatch.setattr(bc, "sha256_file", counting)
+    return hashed
+
+
+def test_blob_cache_trusts_what_another_process_hashed_while_unchanged(tmp_path, monkeypatch):
+    items = dict(_blob(i) for i in range(3))
+    svc = Blobs(items)
+    first = BlobCache(tmp_path, svc.download)
+    for sha, data in items.items():
+        trio.run(first.ensure, sha, len(data))
+    first.close()
+    hashed = _count_hashes(monkeypatch)
+    a, b, c = items
+    # a new process (a new daemon, a render job) serves them without hashing again ...
+    second = BlobCache(tmp_path, svc.download)
+    fd = trio.run(second.open_fd, a, len(items[a]))
+    assert os.pread(fd, 100_000, 0) == items[a] and hashed == [] and svc.calls == 3
+    # ... unless its file changed since: rewritten with the same size and mtime,
+    # or only its mtime put back, the ctime tells, and it is hashed (and refetched)
+    st = os.stat(second.path(b))
+    second.path(b).write_bytes(b"y" * len(items[b]))
+    os.utime(second.path(b), ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.utime(second.path(c), ns=(st.st_atime_ns, os.stat(second.path(c)).st_mtime_ns))
+    assert trio.run(second.ensure, b, len(items[b])).read_bytes() == items[b]
+    assert trio.run(second.ensure, c, len(items[c])).read_bytes() == items[c]
+    assert hashed == [b, c] and svc.calls == 4  # b was corrupt, c only touched
+    second.close()
+    # per-mount verification hashes every blob at its first use, ledger or not
+    hashed.clear()
+    third = BlobCache(tmp_path, svc.download, trust_ledger=False)
+    for sha, data in items.items():
+        trio.run(third.ensure, sha, len(data))
+    assert sorted(hashed) == sorted(items)
+    third.close()
+
+
+def test_fsck_finds_what_the_ledger_cannot_see(tmp_path):
+    """Bytes changed under an unchanged signature (bit rot): only a full check catches it."""
+    from prodfs._ledger import Ledger, signature_of
+
+    items = dict(_blob(i) for i in range(3))
+    svc = Blobs(items)
+    cache = BlobCache(tmp_path, svc.download)
+    for sha, data in items.items():
+        trio.run(cache.ensure, sha, len(data))
+    cache.close()
+    rotten = list(items)[1]
+    path = cache.path(rotten)
+    data = bytearray(path.read_bytes())
+    data[7] ^= 1
+    path.write_bytes(bytes(data))
+    ledger = Ledger(tmp_path / "verified.sqlite")
+    ledger.put(rotten, signature_of(path))  # as if the disk had flipped the bit itself
+    ledger.close()
+    report = check_cache(tmp_path)
+    assert (report.blobs, report.corrupt) == (3, [rotten]) and not path.exists()
+    assert check_cache(tmp_path).corrupt == []
+    again = BlobCache(tmp_path, svc.download)
+    assert trio.run(again.ensure, rotten, len(items[rotten])).read_bytes() == items[rotten]
+    again.close()
+
+
+def test_blob_cache_survives_an_unusable_ledger(tmp_path, caplog):
+    sha, data = _blob(2)
+    (tmp_path / "verified.sqlite").write_bytes(b"not a database" * 100)
+    cache = BlobCache(tmp_path, Blobs({sha: data}).download)
+    assert trio.run(cache.ensure, sha, len(data)).read_bytes() == data
+    assert "ledger" in caplog.text
 
 
 def test_control_snapshots_live_until_forgotten():

@@ -60,12 +60,48 @@ def test_corrupt_cached_blob_is_never_served(tmp_path: Path, pvc: Publisher, pro
         assert code == errno.EIO
         proxy.passthrough()
         assert (m / f"{PRI}@latest" / "plate.exr").read_bytes() == data
-    # a corrupt blob found by a new daemon (its first use re-hashes) is replaced too
+    # a corrupt blob found by a new daemon (its file changed, so the ledger no longer vouches for it) is replaced too
     _corrupt(blob)
     with mounted(tmp_path, proxy.url, *FAST, cache=cache, name="again") as m:
         assert (m / PRI / "plate.exr").read_bytes() == data
         assert "corrupt on disk" in m.log_text()
     assert blob_problems(cache) == []
+
+
+def test_verified_blobs_are_trusted_across_daemons_and_fsck_finds_rot(
+    tmp_path: Path, pvc: Publisher, pvc_url: str
+) -> None:
+    from mount_tools.cli import main as prodfs_main
+    from prodfs._ledger import Ledger, signature_of
+
+    data = os.urandom(400_000)
+    pvc.publish(PRI, file_tree(tmp_path / "src", {"plate.exr": data}))
+    cache = tmp_path / "cache"
+    with mounted(tmp_path, pvc_url, cache=cache) as m:
+        assert (m / PRI / "plate.exr").read_bytes() == data
+        assert m.control("stats.json")["blobs_fetched"] == 1
+    # a new daemon (the next render job) trusts what the first one hashed ...
+    with mounted(tmp_path, pvc_url, cache=cache, name="trusting") as m:
+        assert (m / PRI / "plate.exr").read_bytes() == data
+        stats = m.control("stats.json")
+        assert (stats["blobs_hashed"], stats["blobs_fetched"]) == (0, 0)
+    # ... unless told to hash each payload at its first use
+    with mounted(tmp_path, pvc_url, "--cache-verify", "per-mount", cache=cache, name="paranoid") as m:
+        assert (m / PRI / "plate.exr").read_bytes() == data
+        assert m.control("stats.json")["blobs_hashed"] == 1
+    # bytes rotting under an unchanged signature: only `prodfs fsck` sees it, and removes the blob
+    blob = _cached(cache, data)
+    assert prodfs_main(["fsck", "--cache-dir", str(cache)]) == 0
+    _corrupt(blob)
+    ledger = Ledger(cache / "verified.sqlite")
+    ledger.put(blob.name, signature_of(blob))
+    ledger.close()
+    assert prodfs_main(["fsck", "--cache-dir", str(cache)]) == 6
+    assert not blob.exists()
+    with mounted(tmp_path, pvc_url, cache=cache, name="after") as m:
+        assert (m / PRI / "plate.exr").read_bytes() == data
+    assert blob_problems(cache) == []
+    assert prodfs_main(["fsck", "--cache-dir", str(tmp_path / "nowhere")]) == 5
 
 
 def test_cached_blob_removed_behind_the_daemon(tmp_path: Path, pvc: Publisher, pvc_url: str) -> None:
