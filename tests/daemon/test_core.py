@@ -287,13 +287,19 @@ def _count_hashes(monkeypatch) -> list[str]:
     return hashed
 
 
-def test_blob_cache_trusts_what_another_process_hashed_while_unchanged(tmp_path, monkeypatch):
-    items = dict(_blob(i) for i in range(3))
+def _filled_cache(path, n: int = 3) -> tuple[dict[str, bytes], Blobs]:
+    """A cache at ``path`` holding ``n`` blobs, fetched and hashed by a process now gone."""
+    items = dict(_blob(i) for i in range(n))
     svc = Blobs(items)
-    first = BlobCache(tmp_path, svc.download)
+    cache = BlobCache(path, svc.download)
     for sha, data in items.items():
-        trio.run(first.ensure, sha, len(data))
-    first.close()
+        trio.run(cache.ensure, sha, len(data))
+    cache.close()
+    return items, svc
+
+
+def test_blob_cache_trusts_what_another_process_hashed_while_unchanged(tmp_path, monkeypatch):
+    items, svc = _filled_cache(tmp_path)
     hashed = _count_hashes(monkeypatch)
     a, b, c = items
     # a new process (a new daemon, a render job) serves them without hashing again ...
@@ -323,14 +329,9 @@ def test_fsck_finds_what_the_ledger_cannot_see(tmp_path):
     """Bytes changed under an unchanged signature (bit rot): only a full check catches it."""
     from prodfs._ledger import Ledger, signature_of
 
-    items = dict(_blob(i) for i in range(3))
-    svc = Blobs(items)
-    cache = BlobCache(tmp_path, svc.download)
-    for sha, data in items.items():
-        trio.run(cache.ensure, sha, len(data))
-    cache.close()
+    items, svc = _filled_cache(tmp_path)
     rotten = list(items)[1]
-    path = cache.path(rotten)
+    path = tmp_path / "blobs" / rotten[:2] / rotten
     data = bytearray(path.read_bytes())
     data[7] ^= 1
     path.write_bytes(bytes(data))
