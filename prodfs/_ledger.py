@@ -15,8 +15,10 @@ every blob again for that, and ``--cache-verify per-mount`` makes every new
 daemon hash each blob at first use as before.
 
 The ledger is a SQLite file beside ``blobs/``, shared by every process using
-the cache (WAL, a busy timeout). It is an optimisation only: if it cannot be
-read or written, blobs are hashed as if it were empty, with one warning.
+the cache (WAL). It is an optimisation only: if it cannot be read or written,
+blobs are hashed as if it were empty, with one warning. It is used on the
+daemon's event loop, so it never waits long for another process's write: a
+busy ledger costs a record (a hash later), never a stalled mount.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ __all__ = ["Ledger", "Signature", "signature_of", "fsignature_of"]
 
 # (inode, size, mtime_ns, ctime_ns) of a blob's file
 Signature = tuple[int, int, int, int]
+
+_BUSY_WAIT = 0.2  # seconds to wait for another process's write before giving up on one record
 
 
 def _sig(st: os.stat_result) -> Signature:
@@ -58,6 +62,7 @@ class Ledger:
         try:
             # used only from the thread that runs trio; sqlite's own check would
             # refuse a cache built in one thread and served in another
+            # setting up may wait for another process (at mount time, before serving)
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a lost row costs one hash, never a wrong answer
@@ -65,9 +70,16 @@ class Ledger:
                 "CREATE TABLE IF NOT EXISTS verified ("
                 " sha TEXT PRIMARY KEY, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER)"
             )
+            db.execute(f"PRAGMA busy_timeout = {int(_BUSY_WAIT * 1000)}")
             self._db = db
         except sqlite3.Error as exc:
             self._broken(exc)
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            log.debug("cache: verification ledger busy (%s): one record skipped", exc)
+            return
+        self._broken(exc)
 
     def _broken(self, exc: Exception) -> None:
         log.warning("cache: verification ledger %s unusable (%s): blobs are hashed at first use", self.path, exc)
@@ -86,7 +98,7 @@ class Ledger:
                 "SELECT ino, size, mtime_ns, ctime_ns FROM verified WHERE sha = ?", (sha,)
             ).fetchone()
         except sqlite3.Error as exc:
-            self._broken(exc)
+            self._failed(exc)
             return None
         return tuple(row) if row else None  # type: ignore[return-value]
 
@@ -96,7 +108,7 @@ class Ledger:
         try:
             rows = self._db.execute("SELECT sha, ino, size, mtime_ns, ctime_ns FROM verified").fetchall()
         except sqlite3.Error as exc:
-            self._broken(exc)
+            self._failed(exc)
             return {}
         return {sha: (ino, size, mtime, ctime) for sha, ino, size, mtime, ctime in rows}
 
@@ -106,7 +118,7 @@ class Ledger:
         try:
             self._db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?)", (sha, *sig))
         except sqlite3.Error as exc:
-            self._broken(exc)
+            self._failed(exc)
 
     def drop(self, sha: str) -> None:
         if self._db is None:
@@ -114,7 +126,7 @@ class Ledger:
         try:
             self._db.execute("DELETE FROM verified WHERE sha = ?", (sha,))
         except sqlite3.Error as exc:
-            self._broken(exc)
+            self._failed(exc)
 
     def close(self) -> None:
         if self._db is not None:

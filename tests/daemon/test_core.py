@@ -346,6 +346,26 @@ def test_fsck_finds_what_the_ledger_cannot_see(tmp_path):
     again.close()
 
 
+def test_a_busy_ledger_skips_a_record_and_never_stalls(tmp_path):
+    """Another process writing (a second mount, prodfs fsck) costs a record, not the daemon's loop."""
+    import time
+
+    from prodfs._ledger import Ledger
+
+    sig = (1, 2, 3, 4)
+    ours, theirs = Ledger(tmp_path / "l.sqlite"), Ledger(tmp_path / "l.sqlite")
+    theirs._db.execute("BEGIN IMMEDIATE")  # holds the write lock
+    t0 = time.monotonic()
+    ours.put("a" * 64, sig)
+    assert time.monotonic() - t0 < 2
+    assert ours.get("a" * 64) is None  # skipped, and the ledger is still in use:
+    theirs._db.execute("COMMIT")
+    ours.put("a" * 64, sig)
+    assert ours.get("a" * 64) == sig and theirs.get("a" * 64) == sig
+    ours.close()
+    theirs.close()
+
+
 def test_blob_cache_survives_an_unusable_ledger(tmp_path, caplog):
     sha, data = _blob(2)
     (tmp_path / "verified.sqlite").write_bytes(b"not a database" * 100)
