@@ -70,7 +70,8 @@ def test_systemd_units_verify(tmp_path):
         text = unit.read_text().replace("/opt/prodfs/.venv/bin", str(venv_bin)).replace("/opt/prodfs", str(REPO))
         (units / unit.name).write_text(text)
     names = sorted(p.name for p in units.iterdir())
-    assert {"pvc.service", "prodfs@.service", "p.mount", "p.automount"} <= set(names)
+    assert {"pvc.service", "prodfs@.service", "p.mount", "p.automount", "prodfs-fsck.service",
+            "prodfs-fsck.timer"} <= set(names)
     for name in names:
         target = units / (name.replace("@.", "@spies.") if "@." in name else name)
         if target.name != name:
