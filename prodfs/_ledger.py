@@ -12,7 +12,9 @@ replacement of the file by ordinary means, since each of them changes the
 ctime, which no process can set back. What it cannot catch: the disk
 changing the bytes under an unchanged inode (bit rot). `prodfs fsck` hashes
 every blob again for that, and ``--cache-verify per-mount`` makes every new
-daemon hash each blob at first use as before.
+daemon hash each blob at first use as before. It guards against accidents,
+not against whoever can write the cache directory: they could rewrite the
+ledger as well as the blobs (keep the cache owned by the daemon's user).
 
 The ledger is a SQLite file beside ``blobs/``, shared by every process using
 the cache (WAL). It is an optimisation only: if it cannot be read or written,
