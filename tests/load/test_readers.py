@@ -53,8 +53,11 @@ def _reader(idx: int, mnt: str, files: dict[str, str], listings: dict[str, set[s
     names = sorted(files)
     if "usd" in kinds:
         from pxr import Usd  # loading pxr takes seconds: not an operation's latency
-    while time.monotonic() < until:
-        op = rnd.choice(kinds)
+    # every kind once first, however long loading pxr took on a loaded machine,
+    # then at random until the time is up
+    first = list(dict.fromkeys(kinds))
+    while first or time.monotonic() < until:
+        op = first.pop(0) if first else rnd.choice(kinds)
         started = time.monotonic()
         try:
             if op == "walk":
