@@ -62,9 +62,9 @@ class Ledger:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         try:
-            # used only from the thread that runs trio; sqlite's own check would
-            # refuse a cache built in one thread and served in another
-            # setting up may wait for another process (at mount time, before serving)
+            # Used only from the thread that runs trio (sqlite's own check would
+            # refuse a cache built in one thread and served in another). Setting
+            # up may wait for another process: it happens before serving.
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a lost row costs one hash, never a wrong answer
@@ -103,16 +103,6 @@ class Ledger:
             self._failed(exc)
             return None
         return tuple(row) if row else None  # type: ignore[return-value]
-
-    def all(self) -> dict[str, Signature]:
-        if self._db is None:
-            return {}
-        try:
-            rows = self._db.execute("SELECT sha, ino, size, mtime_ns, ctime_ns FROM verified").fetchall()
-        except sqlite3.Error as exc:
-            self._failed(exc)
-            return {}
-        return {sha: (ino, size, mtime, ctime) for sha, ino, size, mtime, ctime in rows}
 
     def put(self, sha: str, sig: Signature | None) -> None:
         if self._db is None or sig is None:

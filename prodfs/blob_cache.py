@@ -42,10 +42,7 @@ from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BlobCache", "CorruptBlob", "EMPTY_SHA256", "VERIFY_MODES", "CheckReport", "check_cache"]
-
-# --cache-verify: "once" trusts the ledger, "per-mount" hashes each blob in every new process
-VERIFY_MODES = ("once", "per-mount")
+__all__ = ["BlobCache", "CorruptBlob", "EMPTY_SHA256", "CheckReport", "check_cache"]
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -241,16 +238,16 @@ class BlobCache:
 
     async def _ensure_slow(self, sha: str, size: int) -> Path:
         path = self.path(sha)
-        if sha in self._lru and not path.exists():
+        before = signature_of(path)  # one stat: there or not, its size, what the ledger must match
+        if sha in self._lru and before is None:
             self._forget(sha)  # removed behind our back (a cleaned cache): fetch again
-        if sha not in self._lru and path.exists():
+        if sha not in self._lru and before is not None:
             # put there by another process sharing the cache (prefetch, a second mount)
-            self._lru[sha] = path.stat().st_size
-            self.size += self._lru[sha]
-        if sha in self._lru:
-            before = signature_of(path)
+            self._lru[sha] = before[1]
+            self.size += before[1]
+        if sha in self._lru:  # and so on disk: `before` is its signature
             # hashed by this or another process, and its file unchanged since: no need to hash again
-            trusted = self.trust_ledger and before is not None and self.ledger.get(sha) == before
+            trusted = self.trust_ledger and self.ledger.get(sha) == before
             if trusted:
                 actual = sha
             else:
@@ -266,10 +263,7 @@ class BlobCache:
             log.error("cache: %s is corrupt on disk (hashes to %s); refetching", path, actual[:12])
             self.stats.error(f"corrupt cached blob {sha}")
             self._forget(sha)
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            path.unlink(missing_ok=True)
         self.stats.cache_misses += 1
         await self._fetch(sha, size)
         return path
@@ -291,10 +285,7 @@ class BlobCache:
             final.parent.mkdir(exist_ok=True)
             os.replace(tmp, final)
         except BaseException:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
+            tmp.unlink(missing_ok=True)
             raise
         self._lru[sha] = written
         self.size += written
@@ -351,10 +342,7 @@ def check_cache(root: str | os.PathLike, progress: Callable[[int, int], None] | 
                 log.error("cache: %s is corrupt on disk (hashes to %s): removed", path, actual[:12])
                 report.corrupt.append(path.name)
                 ledger.drop(path.name)
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+                path.unlink(missing_ok=True)
             if progress is not None:
                 progress(report.blobs, len(paths))
     finally:
