@@ -1,8 +1,10 @@
 """The one compiled part of ProdFS; everything else is in pyproject.toml.
 
 `prodfs/_libzeroopen.c` lets the kernel answer opens and listings itself (see
-`prodfs/_zeroopen.py`). It is optional: if it cannot be built (no gcc or no
-libfuse3-dev), the install goes on and every open and listing goes to the daemon.
+`prodfs/_zeroopen.py`), and `prodfs/_libfastread.c` answers reads of verified
+payloads without entering Python (see `prodfs/_fastread.py`). It is optional:
+if it cannot be built (no gcc or no libfuse3-dev), the install goes on and
+every open, listing and read goes to the daemon.
 """
 
 from setuptools import Extension, setup
@@ -11,11 +13,12 @@ setup(
     ext_modules=[
         Extension(
             "prodfs._libzeroopen",
-            sources=["prodfs/_libzeroopen.c"],
+            sources=["prodfs/_libzeroopen.c", "prodfs/_libfastread.c"],
             include_dirs=["/usr/include/fuse3"],
             libraries=["fuse3"],
-            extra_link_args=["-Wl,--version-script=prodfs/_libzeroopen.map"],
+            extra_link_args=["-pthread", "-Wl,--version-script=prodfs/_libzeroopen.map"],
             depends=["prodfs/_libzeroopen.map"],
+            extra_compile_args=["-pthread"],
             optional=True,
         )
     ]

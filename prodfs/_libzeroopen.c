@@ -14,7 +14,9 @@
  * `fuse_session_new` is the one pyfuse3 binds to. It gives libfuse a copy of
  * pyfuse3's operations whose `read` and `readdirplus` first replace a zero
  * handle with the inode number tagged with PRODFS_INODE_BIT, then call
- * pyfuse3's own. Nothing else changes.
+ * pyfuse3's own. Nothing else changes, except that `read` first offers the
+ * request to `_libfastread.c`, which answers reads of registered payloads on
+ * its own threads.
  *
  * Compiled against the same fuse3 headers as pyfuse3, so the layout of
  * `fuse_lowlevel_ops` and `fuse_file_info` is the one libfuse uses.
@@ -58,9 +60,14 @@ static inline void tag_handle(fuse_ino_t ino, struct fuse_file_info *fi)
         fi->fh = (uint64_t)ino | PRODFS_INODE_BIT;
 }
 
+/* In _libfastread.c: 1 when it answers the read itself. */
+int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+
 static void read_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                           struct fuse_file_info *fi)
 {
+    if (prodfs_fastread(req, ino, size, off))
+        return;
     tag_handle(ino, fi);
     real_read(req, ino, size, off, fi);
 }

@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["load", "sessions", "why_unavailable", "INODE_BIT"]
+__all__ = ["load", "library", "sessions", "why_unavailable", "INODE_BIT"]
 
 INODE_BIT = 1 << 62  # PRODFS_INODE_BIT in _libzeroopen.c; file handles stay far below it
 
@@ -64,6 +64,11 @@ def load() -> bool:
         return False
     _lib = lib
     return True
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library (it also holds the C read path, `prodfs._fastread`)."""
+    return _lib
 
 
 def sessions() -> bool:

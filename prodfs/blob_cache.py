@@ -92,6 +92,8 @@ class BlobCache:
         # a kept fd holds its blob as an open file does (never evicted)
         self._fds: OrderedDict[str, int] = OrderedDict()
         self.max_fds = max_fds
+        # told when a blob leaves the cache (evicted, removed, corrupt): the C read path drops it
+        self.on_forget: Callable[[str], None] | None = None
         self.size = 0
         self._clean_tmp()
         self._scan()
@@ -142,6 +144,8 @@ class BlobCache:
             self.size -= size
         self._verified.pop(sha, None)
         self.ledger.drop(sha)
+        if self.on_forget is not None:
+            self.on_forget(sha)
 
     def _evict_for(self, incoming: int) -> None:
         if self.max_bytes is None:
@@ -210,6 +214,10 @@ class BlobCache:
             self._drop_fd(next(iter(self._fds)))
         return fd
 
+    def signature(self, sha: str) -> Signature | None:
+        """The file signature ``sha`` was verified with in this process, if it was."""
+        return self._verified.get(sha)
+
     def _unchanged(self, fd: int, sha: str) -> bool:
         """The file behind ``fd`` is still the one verified as ``sha`` (and still in the cache)."""
         sig = self._verified.get(sha)
@@ -236,18 +244,35 @@ class BlobCache:
             self._verified.pop(sha, None)
         return await self._fetches.run(sha, lambda: self._ensure_slow(sha, size))
 
-    async def _ensure_slow(self, sha: str, size: int) -> Path:
-        path = self.path(sha)
-        before = signature_of(path)  # one stat: there or not, its size, what the ledger must match
+    def open_trusted(self, sha: str) -> int | None:
+        """`open_verified`, also trusting the ledger: never hashes, never waits (for the C read path)."""
+        if sha not in self._verified:
+            before = self._on_disk(sha)
+            if before is None or not self._trusted(sha, before):
+                return None
+            self._verified[sha] = before
+        return self.open_verified(sha)
+
+    def _on_disk(self, sha: str) -> Signature | None:
+        """The signature of the blob's file, the LRU brought in line with the disk (one stat)."""
+        before = signature_of(self.path(sha))
         if sha in self._lru and before is None:
             self._forget(sha)  # removed behind our back (a cleaned cache): fetch again
         if sha not in self._lru and before is not None:
             # put there by another process sharing the cache (prefetch, a second mount)
             self._lru[sha] = before[1]
             self.size += before[1]
-        if sha in self._lru:  # and so on disk: `before` is its signature
-            # hashed by this or another process, and its file unchanged since: no need to hash again
-            trusted = self.trust_ledger and self.ledger.get(sha) == before
+        return before
+
+    def _trusted(self, sha: str, signature: Signature) -> bool:
+        """Hashed by this or another process, and its file unchanged since: no need to hash again."""
+        return self.trust_ledger and self.ledger.get(sha) == signature
+
+    async def _ensure_slow(self, sha: str, size: int) -> Path:
+        path = self.path(sha)
+        before = self._on_disk(sha)
+        if before is not None:
+            trusted = self._trusted(sha, before)
             if trusted:
                 actual = sha
             else:

@@ -22,6 +22,7 @@ import trio
 from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
 
 from . import _sdnotify, _zeroopen
+from ._fastread import FastReads
 from ._fuse import pyfuse3
 from ._readahead import raise_readahead
 from .blob_cache import BlobCache
@@ -226,7 +227,12 @@ class Daemon:
     def status(self) -> dict:
         c = self.client.stats if hasattr(self.client, "stats") else {}
         requests = c.get("requests", 0)
+        fast = self.ops.fast.counters() if self.ops and self.ops.fast else {}
         return self.stats.to_json(
+            # reads answered in C count as reads; the rest of its counters stand apart
+            reads=self.stats.reads + fast.get("reads", 0),
+            bytes_read=self.stats.bytes_read + fast.get("bytes_read", 0),
+            fast_read=fast or None,
             mountpoint=self.mountpoint,
             pvc=self.opts.pvc,
             pvc_requests=requests,
@@ -375,6 +381,12 @@ class Daemon:
             ops.zero_open = _zeroopen.sessions()
             if not ops.zero_open:
                 log.warning("every open and listing goes to the daemon (slower): %s", _zeroopen.why_unavailable())
+        if not self.opts.no_fast_read:
+            ops.fast = FastReads.start()
+            if ops.fast is None:
+                log.info("reads go to the daemon: %s", _zeroopen.why_unavailable() or "the C read path did not start")
+            else:
+                self.blobs.on_forget = ops.fast.drop
         send, receive = trio.open_memory_channel(10000)
         self._invalidate = send
         try:
@@ -391,6 +403,9 @@ class Daemon:
                 _ready(ready_fd, self.mountpoint)
         finally:
             _sdnotify.notify("STOPPING=1")
+            if ops.fast is not None:
+                ops.fast.stop()  # its threads answer what they hold: the session must outlive them
+                self.blobs.on_forget = None
             pyfuse3.close(unmount=True)
             self.blobs.close()
             await self.client.aclose()

@@ -30,6 +30,7 @@ import trio
 
 from pvc_client import Entry, InvalidInput, NotFound, PVCError, Unauthorized
 
+from ._fastread import FastReads
 from ._fuse import pyfuse3
 from ._zeroopen import INODE_BIT
 from .control import ControlSnapshots, Snapshot
@@ -132,6 +133,7 @@ class Operations(pyfuse3.Operations):
         self.control = ControlSnapshots(daemon.control_content)
         # Set by the daemon once the session exists: see the module docstring.
         self.zero_open = False
+        self.fast: FastReads | None = None
 
     def root_changed(self) -> None:
         """The root's entries changed (publish, rename, new context): list it afresh."""
@@ -217,6 +219,8 @@ class Operations(pyfuse3.Operations):
             return self._negative(parent_inode)
         if node.kind == K_CTRL_FILE:
             return self._snapshot_attrs(self.control.take(node.name))
+        if node.kind == K_FILE and self.fast is not None:
+            self._offer(node.ino, node.entry)
         return self._attrs(node)
 
     @_guarded
@@ -408,7 +412,30 @@ class Operations(pyfuse3.Operations):
         size = min(size, entry.size - off)
         out = await self._pread(entry.sha256, entry.size, size, off) if size > 0 else b""
         self.stats.bytes_read += len(out)
+        if self.fast is not None:
+            self._offer(inode, entry)
         return out
+
+    def _offer(self, inode: int, entry: Entry | None) -> None:
+        """Let the C read path answer this inode's reads, if its payload is local and verified.
+
+        Never hashes and never waits: a payload that needs either is left to
+        `read`, which offers the inode again once it is verified.
+        """
+        assert self.fast is not None and entry is not None
+        sha = entry.sha256
+        if not entry.size or sha is None or self.fast.map(inode, sha):
+            return
+        blobs = self.daemon.blobs
+        fd = blobs.open_trusted(sha)
+        if fd is None:
+            return
+        try:
+            signature = blobs.signature(sha)
+            if signature is not None and self.fast.put(sha, fd, signature):
+                self.fast.map(inode, sha)
+        finally:
+            os.close(fd)
 
     async def _pread(self, sha: str, blob_size: int, size: int, off: int) -> bytes | memoryview:
         fd = await self.daemon.blobs.open_fd(sha, blob_size)

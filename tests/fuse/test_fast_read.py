@@ -1,0 +1,110 @@
+"""Reads answered in C (prodfs/_fastread.py, prodfs/_libfastread.c).
+
+Once a payload is local and verified, its reads never enter Python. These
+tests hold that path to what the Python one guarantees: the same bytes, a
+payload changed on disk is never served (the read goes back to the daemon,
+which refetches it), an evicted payload's space is given back, and
+``--no-fast-read`` serves the same bytes the old way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from pathlib import Path
+
+from tests.fuse.test_namespace import PRI, _drop_page_cache
+from tests.support.helpers import file_tree, mounted
+
+CHANGED_LOG = re.compile(r"changed on disk|corrupt")
+
+
+def _payloads(seed: int) -> dict[str, bytes]:
+    rnd = random.Random(seed)
+    files = {f"frames/f{i:03}.exr": rnd.randbytes(4096 + i) for i in range(40)}
+    files["plate.bin"] = rnd.randbytes((3 << 20) + 12345)  # several 1 MiB requests, a short last one
+    return files
+
+
+def _read_all(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        assert (root / rel).read_bytes() == data, rel
+
+
+def _blob(cache: Path, data: bytes) -> Path:
+    sha = hashlib.sha256(data).hexdigest()
+    return cache / "blobs" / sha[:2] / sha
+
+
+def test_a_new_daemon_answers_every_read_of_cached_payloads_in_c(tmp_path, pvc, pvc_url):
+    files = _payloads(1)
+    pvc.publish(PRI, file_tree(tmp_path / "src", files))
+    cache = tmp_path / "cache"
+    with mounted(tmp_path, pvc_url, cache=cache) as m:
+        _read_all(m / PRI, files)  # fetched: the first reads of each go through the daemon
+        first = m.control("stats.json")
+        assert first["blobs_fetched"] == len(files)
+    # The next render job: every payload is in the cache and in the ledger, so
+    # each inode is handed to the C path at its lookup, before its first read.
+    with mounted(tmp_path, pvc_url, cache=cache, name="job") as m:
+        _drop_page_cache()
+        _read_all(m / PRI, files)
+        s = m.control("stats.json")
+        assert s["fast_read"]["reads"] == s["reads"] >= len(files)
+        assert s["bytes_read"] == sum(map(len, files.values()))
+        assert (s["fast_read"]["fallbacks"], s["fast_read"]["errors"], s["blobs_hashed"]) == (0, 0, 0)
+    with mounted(tmp_path, pvc_url, "--no-fast-read", cache=cache, name="python") as m:
+        _drop_page_cache()
+        _read_all(m / PRI, files)
+        s = m.control("stats.json")
+        assert s["fast_read"] is None and s["reads"] >= len(files)
+
+
+def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_url):
+    data = random.Random(2).randbytes(1 << 20)
+    pvc.publish(PRI, file_tree(tmp_path / "src", {"plate.exr": data}))
+    cache = tmp_path / "cache"
+    with mounted(tmp_path, pvc_url, cache=cache, allow_log=CHANGED_LOG) as m:
+        assert (m / PRI / "plate.exr").read_bytes() == data
+        blob = _blob(cache, data)
+        for damage in ("flip", "truncate"):
+            raw = bytearray(blob.read_bytes())
+            if damage == "flip":
+                raw[12345] ^= 0xFF
+            else:
+                del raw[len(raw) // 2:]
+            os.chmod(blob, 0o644)
+            blob.write_bytes(bytes(raw))  # in place: the same inode the C path holds open
+            # another path to the same content: a new inode, no kernel page cache to answer
+            assert (m / f"{PRI}@1" / "plate.exr").read_bytes() == data, damage
+            _drop_page_cache()
+            assert (m / f"{PRI}@latest" / "plate.exr").read_bytes() == data, damage
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name  # refetched
+        s = m.control("stats.json")
+        assert s["fast_read"]["fallbacks"] >= 2 and s["fast_read"]["errors"] == 0
+        assert s["blobs_fetched"] == 3
+        assert m.log_text().count("changed on disk") >= 2
+
+
+def test_evicted_payloads_are_let_go(tmp_path, pvc, pvc_url):
+    rnd = random.Random(3)
+    files = {f"take{i}.mov": rnd.randbytes(1 << 20) for i in range(6)}
+    pvc.publish(PRI, file_tree(tmp_path / "src", files))
+    cache = tmp_path / "cache"
+    first, then = dict(list(files.items())[:3]), dict(list(files.items())[3:])
+    with mounted(tmp_path, pvc_url, cache=cache) as m:
+        _read_all(m / PRI, first)
+    with mounted(tmp_path, pvc_url, "--cache-size", "3M", cache=cache, name="small") as m:
+        _read_all(m / PRI, first)  # trusted from the ledger: held by the C path only
+        assert m.control("stats.json")["fast_read"]["reads"] > 0
+        _read_all(m / PRI, then)  # fetched: the first three make room
+        s = m.control("stats.json")
+        assert s["blobs_fetched"] == 3 and not _blob(cache, files["take0.mov"]).exists()
+        # the C path kept an fd per payload: an evicted one must not keep its space
+        fds = Path(f"/proc/{m.pid()}/fd")
+        held = [os.readlink(fds / fd) for fd in os.listdir(fds)]
+        assert not [p for p in held if p.endswith("(deleted)")], held
+        _read_all(m / f"{PRI}@1", first)  # new inodes: fetched again
+        assert m.control("stats.json")["blobs_fetched"] == 6
