@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -382,7 +383,8 @@ class Daemon:
             if not ops.zero_open:
                 log.warning("every open and listing goes to the daemon (slower): %s", _zeroopen.why_unavailable())
         if not self.opts.no_fast_read:
-            ops.fast = FastReads.start()
+            # a slot holds an fd: leave most of the limit to the cache and the kernel's requests
+            ops.fast = FastReads.start(slots=min(512, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
             if ops.fast is None:
                 log.info("reads go to the daemon: %s", _zeroopen.why_unavailable() or "the C read path did not start")
             else:
@@ -476,6 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_fd_limit(wanted: int = 65536) -> None:
+    """Payload fds are kept open (by the cache, and by the C read path): 1024 is a small soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open file limit from %d: %s", soft, exc)
+
+
 def main(args: list[str] | None = None) -> int:
     argv = join_time_values(list(sys.argv[1:] if args is None else args))
     parser = build_parser()
@@ -483,6 +496,7 @@ def main(args: list[str] | None = None) -> int:
     if opts.o:
         opts = parser.parse_args(argv + expand_o_options(opts.o))
     setup_logging(opts.log_level, opts.log_file)
+    _raise_fd_limit()
     try:
         daemon = Daemon(opts)
         trio.run(daemon.run, opts.ready_fd)

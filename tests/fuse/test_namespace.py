@@ -84,10 +84,13 @@ def _read_slices(job: int, path: str, offsets: list[tuple[int, int]], out) -> No
         out.put((job, _digests([os.pread(f.fileno(), n, off) for off, n in offsets])))
 
 
-def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url):
-    """Readers in several processes, page cache dropped: the daemon serves some
-    reads from the page cache on its event loop and some from the disk in
-    threads, interleaved, and every byte must still be where it belongs."""
+@pytest.mark.parametrize("read_path", ["c", "python"])
+def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url, read_path):
+    """Readers in several processes, page cache dropped, and every byte must
+    still be where it belongs: through the C read path (its threads take the
+    reads in any order), and through the daemon's Python handler, which serves
+    some reads from the page cache on its event loop, into one shared buffer,
+    and some from the disk in threads, interleaved."""
     import multiprocessing as mp
 
     rnd = random.Random(3)
@@ -100,7 +103,7 @@ def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url):
     with mounted(tmp_path, pvc_url) as m:
         for name in payloads:  # fetched into the cache once
             assert (m / PRI / name).read_bytes() == payloads[name]
-    with mounted(tmp_path, pvc_url, name="again") as m:
+    with mounted(tmp_path, pvc_url, *(["--no-fast-read"] if read_path == "python" else []), name="again") as m:
         _drop_page_cache()
         ctx = mp.get_context("fork")
         out = ctx.Queue()
@@ -122,6 +125,8 @@ def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url):
         assert [p.exitcode for p in procs] == [0] * len(procs)
         for i, (name, offsets) in enumerate(jobs):
             assert results[i] == _digests([payloads[name][off:off + n] for off, n in offsets]), (name, i)
+        fast = m.control("stats.json")["fast_read"]
+        assert (fast is None) if read_path == "python" else (fast["reads"] > 0 and not fast["errors"])
 
 
 def test_tree_reads_back_identical(tmp_path, pvc, pvc_url):
