@@ -9,14 +9,16 @@
  * hundred 1 MiB reads. The wrapped `read` of `_libzeroopen.c` first asks
  * `prodfs_fastread`; for an inode the daemon registered it checks, on the
  * libfuse thread, that the payload file is still the one that was verified
- * (inode, size, mtime, ctime, still linked: the same test as the daemon's),
+ * (inode, size, mtime, ctime, still linked: the same test as the daemon's;
+ * the file is opened there at its first read),
  * and hands the read to a small pool of threads that `pread` and reply. Any
  * other read, or one whose check fails, goes to pyfuse3 as before: the
  * daemon then re-verifies or refetches the payload and may register it again.
  *
- * Two tables, filled from Python (`prodfs._fastread`):
- *   slots: a verified payload file each (an fd of its own, its signature and
- *          a generation that changes whenever the slot is refilled or emptied);
+ * Two tables, filled from Python (`prodfs._fastpath`):
+ *   slots: a verified payload file each (its path, then an fd of its own, its
+ *          signature and a generation that changes whenever the slot is
+ *          refilled or emptied);
  *   map:   inode -> (slot, generation), direct-mapped: a collision replaces
  *          the older inode, which then takes the slow path once and is mapped
  *          again. An inode never changes content (see `prodfs._zeroopen`),
@@ -43,8 +45,9 @@
 #define MAX_THREADS 16
 
 struct blobfile {
-    int fd;
-    int refs; /* the slot's, plus one per read in flight */
+    int fd;     /* -1 until the first read opens `path` */
+    char *path; /* the payload file, opened at its first read (on the libfuse thread) */
+    int refs;   /* the slot's, plus one per read in flight */
     uint64_t size, ino, mtime_ns, ctime_ns;
 };
 
@@ -89,7 +92,9 @@ static void count(int which, uint64_t n)
 static void unref(struct blobfile *f) /* with `lock` held */
 {
     if (--f->refs == 0) {
-        close(f->fd);
+        if (f->fd >= 0)
+            close(f->fd);
+        free(f->path);
         free(f);
     }
 }
@@ -195,7 +200,10 @@ int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
     pthread_mutex_unlock(&lock);
     if (f == NULL)
         return 0;
-    if (!unchanged(f)) {
+    /* Only this thread opens: a worker sees the fd through the queue's lock. */
+    if (f->fd < 0)
+        f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0 || !unchanged(f)) {
         /* Changed in place, truncated or removed since it was verified: the daemon decides. */
         pthread_mutex_lock(&lock);
         if (slots[s].file == f)
@@ -221,17 +229,22 @@ int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
     return queued;
 }
 
-/* Fill slot `s` with a duplicate of `fd` (a verified payload file, with that signature): its new generation, or -1. */
-int64_t prodfs_fastread_put(uint32_t s, int fd, uint64_t size, uint64_t ino, uint64_t mtime_ns, uint64_t ctime_ns)
+/*
+ * Fill slot `s` with the payload file at `path`, verified with that signature
+ * (by the daemon, or by another process per the verification ledger): the
+ * slot's new generation, or -1. The file is opened at its first read, and
+ * every read checks that it still has the signature.
+ */
+int64_t prodfs_fastread_put(uint32_t s, const char *path, uint64_t size, uint64_t ino, uint64_t mtime_ns,
+                            uint64_t ctime_ns)
 {
     struct blobfile *f;
     int64_t gen;
 
     if (s >= MAX_SLOTS || (f = malloc(sizeof(*f))) == NULL)
         return -1;
-    *f = (struct blobfile){.refs = 1, .size = size, .ino = ino, .mtime_ns = mtime_ns, .ctime_ns = ctime_ns};
-    f->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (f->fd < 0) {
+    *f = (struct blobfile){.fd = -1, .refs = 1, .size = size, .ino = ino, .mtime_ns = mtime_ns, .ctime_ns = ctime_ns};
+    if ((f->path = strdup(path)) == NULL) {
         free(f);
         return -1;
     }

@@ -16,7 +16,8 @@
  * handle with the inode number tagged with PRODFS_INODE_BIT, then call
  * pyfuse3's own. Nothing else changes, except that `read` first offers the
  * request to `_libfastread.c`, which answers reads of registered payloads on
- * its own threads.
+ * its own threads, and `lookup` to `_libfastlookup.c`, which answers names
+ * inside versions whose directories the daemon has listed.
  *
  * Compiled against the same fuse3 headers as pyfuse3, so the layout of
  * `fuse_lowlevel_ops` and `fuse_file_info` is the one libfuse uses.
@@ -60,8 +61,18 @@ static inline void tag_handle(fuse_ino_t ino, struct fuse_file_info *fi)
         fi->fh = (uint64_t)ino | PRODFS_INODE_BIT;
 }
 
-/* In _libfastread.c: 1 when it answers the read itself. */
+/* In _libfastread.c and _libfastlookup.c: 1 when they answer the request themselves. */
 int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+int prodfs_fastlookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+
+typedef void (*lookup_fn)(fuse_req_t, fuse_ino_t, const char *);
+static lookup_fn real_lookup;
+
+static void lookup_here_first(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    if (!prodfs_fastlookup(req, parent, name))
+        real_lookup(req, parent, name);
+}
 
 static void read_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                           struct fuse_file_info *fi)
@@ -82,12 +93,14 @@ static void readdirplus_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, of
 struct fuse_session *fuse_session_new(struct fuse_args *args, const struct fuse_lowlevel_ops *op,
                                       size_t op_size, void *userdata)
 {
-    if (op_size == sizeof(wrapped_ops) && op->read != NULL && op->readdirplus != NULL) {
+    if (op_size == sizeof(wrapped_ops) && op->read != NULL && op->readdirplus != NULL && op->lookup != NULL) {
         memcpy(&wrapped_ops, op, op_size);
         real_read = op->read;
         real_readdirplus = op->readdirplus;
+        real_lookup = op->lookup;
         wrapped_ops.read = read_by_inode;
         wrapped_ops.readdirplus = readdirplus_by_inode;
+        wrapped_ops.lookup = lookup_here_first;
         op = &wrapped_ops;
         prodfs_zeroopen_sessions = 1;
     }

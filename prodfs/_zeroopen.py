@@ -67,7 +67,7 @@ def load() -> bool:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded library (it also holds the C read path, `prodfs._fastread`)."""
+    """The loaded library (it also holds the C read and lookup paths, `prodfs._fastpath`)."""
     return _lib
 
 

@@ -214,10 +214,6 @@ class BlobCache:
             self._drop_fd(next(iter(self._fds)))
         return fd
 
-    def signature(self, sha: str) -> Signature | None:
-        """The file signature ``sha`` was verified with in this process, if it was."""
-        return self._verified.get(sha)
-
     def _unchanged(self, fd: int, sha: str) -> bool:
         """The file behind ``fd`` is still the one verified as ``sha`` (and still in the cache)."""
         sig = self._verified.get(sha)
@@ -244,38 +240,30 @@ class BlobCache:
             self._verified.pop(sha, None)
         return await self._fetches.run(sha, lambda: self._ensure_slow(sha, size))
 
-    def open_trusted(self, sha: str) -> int | None:
-        """`open_verified`, also trusting the ledger: never hashes, never waits (for the C read path)."""
-        if sha in self._verified:
-            return self.open_verified(sha)
-        try:
-            fd = os.open(f"{self._prefix}{sha[:2]}/{sha}", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None  # not here (yet): `ensure` fetches it
-        signature = fsignature_of(fd)
-        if signature is None or not self._trusted(sha, signature):
-            os.close(fd)
-            return None
-        self._adopt(sha, signature[1])
-        self._verified[sha] = signature
-        self._lru.move_to_end(sha)
-        self.stats.cache_hits += 1
-        return fd
+    def trusted_signature(self, sha: str) -> Signature | None:
+        """The signature the blob's file had when this or another process verified it, if any.
+
+        Never hashes, never touches the file (for the C read path, which
+        checks the file against it at every read).
+        """
+        signature = self._verified.get(sha)
+        if signature is None and self.trust_ledger:
+            signature = self.ledger.get(sha)
+        return signature
+
+    def path_bytes(self, sha: str) -> bytes:
+        return os.fsencode(f"{self._prefix}{sha[:2]}/{sha}")
 
     def _on_disk(self, sha: str) -> Signature | None:
         """The signature of the blob's file, the LRU brought in line with the disk (one stat)."""
         before = signature_of(self.path(sha))
         if sha in self._lru and before is None:
             self._forget(sha)  # removed behind our back (a cleaned cache): fetch again
-        if before is not None:
-            self._adopt(sha, before[1])
+        if sha not in self._lru and before is not None:
+            # put there by another process sharing the cache (prefetch, a second mount)
+            self._lru[sha] = before[1]
+            self.size += before[1]
         return before
-
-    def _adopt(self, sha: str, size: int) -> None:
-        """Count a blob found on disk: it may have been put there by another process (prefetch, a second mount)."""
-        if sha not in self._lru:
-            self._lru[sha] = size
-            self.size += size
 
     def _trusted(self, sha: str, signature: Signature) -> bool:
         """Hashed by this or another process, and its file unchanged since: no need to hash again."""

@@ -23,7 +23,7 @@ import trio
 from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
 
 from . import _sdnotify, _zeroopen
-from ._fastread import FastReads
+from ._fastpath import FastLookups, FastReads
 from ._fuse import pyfuse3
 from ._readahead import raise_readahead
 from .blob_cache import BlobCache
@@ -229,8 +229,11 @@ class Daemon:
         c = self.client.stats if hasattr(self.client, "stats") else {}
         requests = c.get("requests", 0)
         fast = self.ops.fast.counters() if self.ops and self.ops.fast else {}
+        fast_lookups = self.ops.fast_lookups.answered if self.ops and self.ops.fast_lookups else None
         return self.stats.to_json(
-            # reads answered in C count as reads; the rest of its counters stand apart
+            # requests answered in C count as such; the rest of their counters stand apart
+            lookups=self.stats.lookups + (fast_lookups or 0),
+            fast_lookups=fast_lookups,
             reads=self.stats.reads + fast.get("reads", 0),
             bytes_read=self.stats.bytes_read + fast.get("bytes_read", 0),
             fast_read=fast or None,
@@ -378,20 +381,10 @@ class Daemon:
             pyfuse3.init(ops, self.mountpoint, options)
         except RuntimeError as exc:
             raise StartupError(f"cannot mount on {self.mountpoint}: {exc}") from None
-        if not self.opts.no_zero_open:
-            ops.zero_open = _zeroopen.sessions()
-            if not ops.zero_open:
-                log.warning("every open and listing goes to the daemon (slower): %s", _zeroopen.why_unavailable())
-        if not self.opts.no_fast_read:
-            # a slot holds an fd: leave most of the limit to the cache and the kernel's requests
-            ops.fast = FastReads.start(slots=min(512, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
-            if ops.fast is None:
-                log.info("reads go to the daemon: %s", _zeroopen.why_unavailable() or "the C read path did not start")
-            else:
-                self.blobs.on_forget = ops.fast.drop
         send, receive = trio.open_memory_channel(10000)
         self._invalidate = send
         try:
+            self._fast_paths(ops)  # inside the try: whatever fails from here on, the mount is undone
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 nursery.start_soon(self._invalidator, receive)
@@ -401,6 +394,8 @@ class Daemon:
                     nursery.start_soon(self.watch_service)
                 nursery.start_soon(self._serve, nursery.cancel_scope)
                 nursery.start_soon(self._readahead)
+                if ops.fast_lookups is not None:
+                    nursery.start_soon(ops.hand_over_listings)
                 await trio.sleep(0)
                 _ready(ready_fd, self.mountpoint)
         finally:
@@ -408,11 +403,30 @@ class Daemon:
             if ops.fast is not None:
                 ops.fast.stop()  # its threads answer what they hold: the session must outlive them
                 self.blobs.on_forget = None
+            if ops.fast_lookups is not None:
+                ops.fast_lookups.stop()
             pyfuse3.close(unmount=True)
             self.blobs.close()
             await self.client.aclose()
             await self.feed_client.aclose()
             log.info("unmounted %s", self.mountpoint)
+
+    def _fast_paths(self, ops: Operations) -> None:
+        """What the kernel and the C library answer without the daemon, once the session exists."""
+        if not self.opts.no_zero_open:
+            ops.zero_open = _zeroopen.sessions()
+            if not ops.zero_open:
+                log.warning("every open and listing goes to the daemon (slower): %s", _zeroopen.why_unavailable())
+        if self.opts.no_fast_path:
+            return
+        # a slot holds an fd: leave most of the limit to the cache and the kernel's requests
+        ops.fast = FastReads.start(slots=min(512, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+        if ops.fast is None:
+            log.info("reads and lookups go to the daemon: %s",
+                     _zeroopen.why_unavailable() or "the C read path did not start")
+            return
+        self.blobs.on_forget = ops.fast.drop
+        ops.fast_lookups = FastLookups.start()
 
     async def _readahead(self) -> None:
         # The kernel fixes a mount's readahead when the daemon answers INIT

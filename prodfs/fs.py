@@ -30,7 +30,7 @@ import trio
 
 from pvc_client import Entry, InvalidInput, NotFound, PVCError, Unauthorized
 
-from ._fastread import FastReads
+from ._fastpath import FastLookups, FastReads
 from ._fuse import pyfuse3
 from ._zeroopen import INODE_BIT
 from .control import ControlSnapshots, Snapshot
@@ -134,6 +134,10 @@ class Operations(pyfuse3.Operations):
         # Set by the daemon once the session exists: see the module docstring.
         self.zero_open = False
         self.fast: FastReads | None = None
+        self.fast_lookups: FastLookups | None = None
+        # version directories whose entries went to the C lookup path (or are on their way)
+        self._handed: set[int] = set()
+        self._hand_over, self._to_hand_over = trio.open_memory_channel[int](1024)
 
     def root_changed(self) -> None:
         """The root's entries changed (publish, rename, new context): list it afresh."""
@@ -221,7 +225,48 @@ class Operations(pyfuse3.Operations):
             return self._snapshot_attrs(self.control.take(node.name))
         if node.kind == K_FILE and self.fast is not None:
             self._offer(node.ino, node.entry)
+        if node.view is not None and node.kind != K_TOP and self.fast_lookups is not None:
+            self._hand_over_later(parent_inode)
         return self._attrs(node)
+
+    def _hand_over_later(self, parent: int) -> None:
+        """Queue a version directory for the C lookup path: its siblings' lookups will not come here."""
+        if parent in self._handed:
+            return
+        if len(self._handed) >= 1 << 20:
+            self._handed.clear()  # bounded: a directory handed over twice costs one more listing
+        try:
+            self._hand_over.send_nowait(parent)
+        except trio.WouldBlock:
+            return  # busy: a later lookup in it asks again
+        self._handed.add(parent)
+
+    async def hand_over_listings(self) -> None:
+        """Give the C lookup path every entry of the version directories queued by `lookup`.
+
+        A task of its own, so that a large directory never holds up the
+        lookup that asked for it; it yields every few entries.
+        """
+        assert self.fast_lookups is not None
+        put, ns = self.fast_lookups.put, self.ns
+        async for parent in self._to_hand_over:
+            try:
+                listing = await ns.listing(parent)
+            except Exception as exc:  # noqa: BLE001 - the slow path still answers; never end the task
+                log.debug("listing %d for the C lookup path: %s", parent, exc)
+                continue
+            for i, (name, node) in enumerate(listing):
+                if node.kind not in (K_FILE, K_DIR, K_LINK):
+                    continue
+                us = ns.mtime_us(node)
+                if us is None:
+                    continue
+                put(parent, name.encode(), node.ino, ns.mode(node), ns.size(node), us * 1000,
+                    self._uid, self._gid, 128 * 1024, *self._timeouts(node))
+                if node.kind == K_FILE and self.fast is not None:
+                    self._offer(node.ino, node.entry)
+                if i % 64 == 63:
+                    await trio.sleep(0)
 
     @_guarded
     async def getattr(self, inode, ctx=None):
@@ -419,23 +464,18 @@ class Operations(pyfuse3.Operations):
     def _offer(self, inode: int, entry: Entry | None) -> None:
         """Let the C read path answer this inode's reads, if its payload is local and verified.
 
-        Never hashes and never waits: a payload that needs either is left to
-        `read`, which offers the inode again once it is verified.
+        Never hashes, never waits and opens nothing: a payload that needs
+        checking or fetching is left to `read`, which offers the inode again
+        once it is verified.
         """
         assert self.fast is not None and entry is not None
         sha = entry.sha256
         if not entry.size or sha is None or self.fast.map(inode, sha):
             return
         blobs = self.daemon.blobs
-        fd = blobs.open_trusted(sha)
-        if fd is None:
-            return
-        try:
-            signature = blobs.signature(sha)
-            if signature is not None and self.fast.put(sha, fd, signature):
-                self.fast.map(inode, sha)
-        finally:
-            os.close(fd)
+        signature = blobs.trusted_signature(sha)
+        if signature is not None and self.fast.put(sha, blobs.path_bytes(sha), signature):
+            self.fast.map(inode, sha)
 
     async def _pread(self, sha: str, blob_size: int, size: int, off: int) -> bytes | memoryview:
         fd = await self.daemon.blobs.open_fd(sha, blob_size)

@@ -325,34 +325,30 @@ def test_blob_cache_trusts_what_another_process_hashed_while_unchanged(tmp_path,
     third.close()
 
 
-def test_open_trusted_never_hashes_and_opens_only_what_the_ledger_vouches_for(tmp_path, monkeypatch):
-    """What the daemon hands the C read path at lookup: a verified file, or nothing."""
+def test_trusted_signature_is_what_the_c_read_path_must_find_and_costs_no_hash(tmp_path, monkeypatch):
+    """What the daemon hands the C read path: the signature a verified file had, read from the ledger."""
+    from prodfs._ledger import signature_of
+
     items, svc = _filled_cache(tmp_path)
     hashed = _count_hashes(monkeypatch)
     a, b, c = items
     cache = BlobCache(tmp_path, svc.download)
-    assert cache.size == sum(map(len, items.values()))
-    fd = cache.open_trusted(a)
-    assert fd is not None and os.pread(fd, 100_000, 0) == items[a]
-    assert cache.signature(a)[0] == os.fstat(fd).st_ino
-    os.close(fd)
-    cache.path(b).write_bytes(b"y" * len(items[b]))  # changed: the ledger no longer vouches for it
-    assert cache.open_trusted(b) is None and cache.signature(b) is None
-    cache.path(c).unlink()
-    assert cache.open_trusted(c) is None
-    assert cache.open_trusted("0" * 64) is None  # never fetched
+    assert cache.trusted_signature(a) == signature_of(cache.path(a))
+    assert os.fsdecode(cache.path_bytes(a)) == str(cache.path(a))
+    cache.path(b).write_bytes(b"y" * len(items[b]))  # changed since: no longer the file the ledger vouches for
+    assert cache.trusted_signature(b) not in (None, signature_of(cache.path(b)))
+    assert cache.trusted_signature("0" * 64) is None  # never fetched
     assert hashed == [] and svc.calls == 3  # nothing hashed, nothing fetched: that is `ensure`'s job
-    # ... which then checks b, finds it corrupt and refetches it, and fetches c
+    # ... which checks b, finds it corrupt and refetches it: the new file is the trusted one
     assert trio.run(cache.ensure, b, len(items[b])).read_bytes() == items[b]
-    assert trio.run(cache.ensure, c, len(items[c])).read_bytes() == items[c]
-    assert hashed == [b] and svc.calls == 5
-    fd = cache.open_trusted(b)
-    assert fd is not None and os.pread(fd, 100_000, 0) == items[b]
-    os.close(fd)
-    untrusting = BlobCache(tmp_path, svc.download, trust_ledger=False)
-    assert untrusting.open_trusted(a) is None
-    untrusting.close()
+    assert hashed == [b] and svc.calls == 4
+    assert cache.trusted_signature(b) == signature_of(cache.path(b))
     cache.close()
+    untrusting = BlobCache(tmp_path, svc.download, trust_ledger=False)
+    assert untrusting.trusted_signature(a) is None  # per-mount: only what this process hashed
+    trio.run(untrusting.ensure, a, len(items[a]))
+    assert untrusting.trusted_signature(a) == signature_of(cache.path(a))
+    untrusting.close()
 
 
 def test_fsck_finds_what_the_ledger_cannot_see(tmp_path):

@@ -103,7 +103,7 @@ def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url, read_path):
     with mounted(tmp_path, pvc_url) as m:
         for name in payloads:  # fetched into the cache once
             assert (m / PRI / name).read_bytes() == payloads[name]
-    with mounted(tmp_path, pvc_url, *(["--no-fast-read"] if read_path == "python" else []), name="again") as m:
+    with mounted(tmp_path, pvc_url, *(["--no-fast-path"] if read_path == "python" else []), name="again") as m:
         _drop_page_cache()
         ctx = mp.get_context("fork")
         out = ctx.Queue()

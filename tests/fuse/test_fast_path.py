@@ -1,10 +1,11 @@
-"""Reads answered in C (prodfs/_fastread.py, prodfs/_libfastread.c).
+"""Requests answered in C (prodfs/_fastpath.py, prodfs/_libfastread.c, prodfs/_libfastlookup.c).
 
-Once a payload is local and verified, its reads never enter Python. These
-tests hold that path to what the Python one guarantees: the same bytes, a
-payload changed on disk is never served (the read goes back to the daemon,
-which refetches it), an evicted payload's space is given back, and
-``--no-fast-read`` serves the same bytes the old way.
+Once a payload is local and verified, its reads never enter Python; once a
+version's directory is listed, its names' lookups never do. These tests hold
+those paths to what the Python ones guarantee: the same bytes and the same
+attributes, a payload changed on disk is never served (the read goes back to
+the daemon, which refetches it), an evicted payload's space is given back,
+and ``--no-fast-path`` serves the same tree the old way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import re
 from pathlib import Path
 
-from tests.fuse.test_namespace import PRI, _drop_page_cache
+from tests.fuse.test_namespace import PRI, _drop_page_cache, compare_trees, make_tree
 from tests.support.helpers import file_tree, mounted
 
 CHANGED_LOG = re.compile(r"changed on disk|corrupt")
@@ -55,7 +56,7 @@ def test_a_new_daemon_answers_every_read_of_cached_payloads_in_c(tmp_path, pvc, 
         assert s["fast_read"]["reads"] == s["reads"] >= len(files)
         assert s["bytes_read"] == sum(map(len, files.values()))
         assert (s["fast_read"]["fallbacks"], s["fast_read"]["errors"], s["blobs_hashed"]) == (0, 0, 0)
-    with mounted(tmp_path, pvc_url, "--no-fast-read", cache=cache, name="python") as m:
+    with mounted(tmp_path, pvc_url, "--no-fast-path", cache=cache, name="python") as m:
         _drop_page_cache()
         _read_all(m / PRI, files)
         s = m.control("stats.json")
@@ -108,3 +109,35 @@ def test_evicted_payloads_are_let_go(tmp_path, pvc, pvc_url):
         assert not [p for p in held if p.endswith("(deleted)")], held
         _read_all(m / f"{PRI}@1", first)  # new inodes: fetched again
         assert m.control("stats.json")["blobs_fetched"] == 6
+
+
+def _attributes(root: Path, names: list[str]) -> dict[str, tuple]:
+    """lstat each name by its path, without listing a directory first (a listing would
+    bring the entries with it, and no LOOKUP would follow)."""
+    out = {}
+    for rel in names:
+        st = os.lstat(root / rel)
+        out[rel] = (st.st_mode, st.st_size, st.st_nlink, st.st_uid, st.st_gid, st.st_mtime_ns,
+                    st.st_ctime_ns, st.st_blocks, st.st_blksize)
+    return out
+
+
+def test_lookups_answered_in_c_give_what_the_daemon_gives(tmp_path, pvc, pvc_url):
+    src = make_tree(tmp_path / "src")
+    pvc.publish(PRI, src)
+    names = sorted(os.path.relpath(os.path.join(top, n), src)
+                   for top, dirs, files in os.walk(src) for n in dirs + files)
+    with mounted(tmp_path, pvc_url, "--no-fast-path", name="python") as m:
+        expected = _attributes(m / f"{PRI}@1", names)
+        assert m.control("stats.json")["fast_lookups"] is None
+    with mounted(tmp_path, pvc_url, name="c") as m:
+        for version in (f"{PRI}@1", PRI):
+            got = _attributes(m / version, names)
+            assert got == expected, version
+        s = m.control("stats.json")
+        # the first name of each directory comes to the daemon, which hands the directory over
+        assert s["fast_lookups"] >= len(names) // 2, s
+        assert compare_trees(src, m / PRI) == len(names)
+        # a name that is not there still gets ENOENT (from the daemon: misses are never kept in C)
+        assert not (m / PRI / "nested" / "nope").exists()
+        assert not (m / PRI / "nested" / "a" / "b" / "deep.txt" / "x").exists()

@@ -1,0 +1,147 @@
+"""Requests answered in C, by the zero-open library (`_libfastread.c`, `_libfastlookup.c`).
+
+A request that reaches pyfuse3 costs about 150 us of CPU on the event loop
+before the handler runs. Two kinds of request need nothing the daemon does
+not already know, and the library answers them on its own:
+
+- READ of a payload that is local and verified (`FastReads`). The daemon
+  registers an inode once it knows that (at lookup, or after serving a read
+  itself); from then on the library's threads answer its reads, as long as
+  the payload file keeps the signature it was verified with. Control files,
+  payloads not fetched or not verified yet, and a file that changed go to
+  `prodfs.fs.Operations.read` as before, which fetches, verifies or
+  refetches, and registers the inode again. Registration is by content: a
+  slot per payload (a file of the cache, opened by the library at its first
+  read), `slots` of them at most, least recently registered reused first, and a map from
+  inode to slot.
+- LOOKUP of a name inside a version (`FastLookups`). A version's tree never
+  changes, so once the daemon has answered one lookup in a directory of it,
+  it gives the library the whole directory, and the siblings' lookups are
+  answered there. Root names, which move with the context, always come to
+  the daemon.
+
+Both count what they answer; the daemon adds that to its own counters.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections import OrderedDict
+
+from . import _zeroopen
+from ._ledger import Signature
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FastReads", "FastLookups"]
+
+_COUNTERS = ("reads", "bytes_read", "fallbacks", "errors")
+
+
+class FastReads:
+    """The daemon's side of the C read path; `start` returns None when the library is not there."""
+
+    def __init__(self, lib: ctypes.CDLL, slots: int) -> None:
+        self._lib = lib
+        self._slots: OrderedDict[str, tuple[int, int]] = OrderedDict()  # sha -> (slot, generation)
+        self._free = list(range(slots - 1, -1, -1))
+        self._counters = (ctypes.c_uint64 * 4).in_dll(lib, "prodfs_fastread_counters")
+
+    @classmethod
+    def start(cls, threads: int = 4, slots: int = 512) -> FastReads | None:
+        lib = _zeroopen.library()
+        if lib is None or not _zeroopen.sessions():
+            return None
+        lib.prodfs_fastread_put.argtypes = [ctypes.c_uint32, ctypes.c_char_p] + [ctypes.c_uint64] * 4
+        lib.prodfs_fastread_put.restype = ctypes.c_int64
+        lib.prodfs_fastread_map.argtypes = [ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32]
+        lib.prodfs_fastread_map.restype = None
+        lib.prodfs_fastread_drop.argtypes = [ctypes.c_uint32]
+        lib.prodfs_fastread_drop.restype = None
+        lib.prodfs_fastread_stop.restype = None
+        slots = min(slots, lib.prodfs_fastread_max_slots())
+        if lib.prodfs_fastread_start(threads) != 0:
+            log.warning("cannot start the C read threads: every read goes to the daemon")
+            return None
+        return cls(lib, slots)
+
+    def map(self, inode: int, sha: str) -> bool:
+        """Send ``inode``'s reads to the C path if its payload has a slot; False if it has none."""
+        got = self._slots.get(sha)
+        if got is None:
+            return False
+        self._lib.prodfs_fastread_map(inode, *got)
+        return True
+
+    def put(self, sha: str, path: bytes, signature: Signature) -> bool:
+        """Give the payload ``sha`` a slot: its file at ``path`` was verified with ``signature``.
+
+        The library opens the file at its first read, and serves it only
+        while it has that signature.
+        """
+        got = self._slots.pop(sha, None)
+        if got is not None:
+            slot = got[0]
+        elif self._free:
+            slot = self._free.pop()
+        else:
+            slot = self._slots.popitem(last=False)[1][0]  # the least recently registered payload
+        ino, size, mtime_ns, ctime_ns = signature
+        gen = self._lib.prodfs_fastread_put(slot, path, size, ino, mtime_ns, ctime_ns)
+        if gen < 0:
+            self._free.append(slot)
+            return False
+        self._slots[sha] = (slot, gen & 0xFFFFFFFF)
+        return True
+
+    def drop(self, sha: str) -> None:
+        """The payload left the cache (evicted, found corrupt): its slot no longer serves it."""
+        got = self._slots.pop(sha, None)
+        if got is not None:
+            self._lib.prodfs_fastread_drop(got[0])
+            self._free.append(got[0])
+
+    def counters(self) -> dict[str, int]:
+        return dict(zip(_COUNTERS, self._counters))
+
+    def stop(self) -> None:
+        """Answer what is queued and stop the threads: before the session is closed."""
+        self._lib.prodfs_fastread_stop()
+        self._slots.clear()
+
+
+class FastLookups:
+    """The daemon's side of the C lookup path; `start` returns None when the library is not there."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        self._answered = ctypes.c_uint64.in_dll(lib, "prodfs_fastlookup_answered")
+
+    @classmethod
+    def start(cls) -> FastLookups | None:
+        lib = _zeroopen.library()
+        if lib is None or not _zeroopen.sessions():
+            return None
+        lib.prodfs_fastlookup_put.argtypes = [
+            ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint64,
+            ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_double,
+        ]
+        lib.prodfs_fastlookup_put.restype = None
+        lib.prodfs_fastlookup_stop.restype = None
+        if lib.prodfs_fastlookup_start() != 0:
+            return None
+        return cls(lib)
+
+    def put(self, parent: int, name: bytes, ino: int, mode: int, size: int, t_ns: int,
+            uid: int, gid: int, blksize: int, entry_timeout: float, attr_timeout: float) -> None:
+        """Answer LOOKUP(parent, name) with these attributes from now on."""
+        self._lib.prodfs_fastlookup_put(parent, name, ino, mode, size, t_ns, uid, gid, blksize,
+                                        entry_timeout, attr_timeout)
+
+    @property
+    def answered(self) -> int:
+        return self._answered.value
+
+    def stop(self) -> None:
+        self._lib.prodfs_fastlookup_stop()

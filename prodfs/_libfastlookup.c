@@ -1,0 +1,114 @@
+/*
+ * Lookups answered in C: a name inside a version's tree never enters Python
+ * once the daemon has listed its directory.
+ *
+ * A version's tree never changes (a new version gets new inodes, see
+ * `prodfs/_zeroopen.py`), so the answer to LOOKUP(parent, name) below a
+ * version's top directory is fixed for the life of the mount. After the
+ * daemon answers the first lookup in such a directory, it gives this table
+ * every entry of that directory (`prodfs._fastpath.FastLookups`); the wrapped
+ * `lookup` of `_libzeroopen.c` then answers the siblings from here. Root
+ * names (which move with the context), control files, conflicts and misses
+ * always go to pyfuse3.
+ *
+ * Direct-mapped on (parent, name): a collision replaces the older entry,
+ * which then takes the slow path once. Only the libfuse thread, the thread
+ * pyfuse3 runs Python on, reads or writes the table, so it takes no lock.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define FUSE_USE_VERSION 31
+#include <fuse_lowlevel.h>
+
+#define LOOKUP_BITS 16
+#define NAME_MAX_LEN 255
+
+struct cached_entry {
+    uint64_t parent;
+    char *name; /* NUL-terminated copy; NULL when the slot is empty */
+    struct fuse_entry_param e;
+};
+
+static struct cached_entry *table;
+static int enabled;
+
+/* Read from Python: lookups answered here. */
+uint64_t prodfs_fastlookup_answered;
+
+static uint32_t slot_of(uint64_t parent, const char *name, size_t len)
+{
+    uint64_t h = 1469598103934665603u ^ (parent * UINT64_C(0x9E3779B97F4A7C15));
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)name[i]) * 1099511628211u;
+    return (uint32_t)(h >> (64 - LOOKUP_BITS));
+}
+
+/* Called by the wrapped `lookup`: 1 if answered here, 0 for pyfuse3. */
+int prodfs_fastlookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct cached_entry *c;
+
+    if (!enabled)
+        return 0;
+    c = &table[slot_of(parent, name, strlen(name))];
+    if (c->name == NULL || c->parent != parent || strcmp(c->name, name) != 0)
+        return 0;
+    prodfs_fastlookup_answered++;
+    fuse_reply_entry(req, &c->e);
+    return 1;
+}
+
+int prodfs_fastlookup_start(void)
+{
+    if (table == NULL)
+        table = calloc((size_t)1 << LOOKUP_BITS, sizeof(*table));
+    enabled = table != NULL;
+    return enabled ? 0 : -1;
+}
+
+/* One directory entry, with the attributes the daemon would give it. */
+void prodfs_fastlookup_put(uint64_t parent, const char *name, uint64_t ino, uint32_t mode, uint64_t size,
+                           int64_t t_ns, uint32_t uid, uint32_t gid, uint32_t blksize,
+                           double entry_timeout, double attr_timeout)
+{
+    size_t len = strlen(name);
+    struct cached_entry *c;
+    char *copy;
+
+    if (!enabled || len == 0 || len > NAME_MAX_LEN || (copy = strdup(name)) == NULL)
+        return;
+    c = &table[slot_of(parent, name, len)];
+    free(c->name);
+    memset(c, 0, sizeof(*c));
+    c->parent = parent;
+    c->name = copy;
+    c->e.ino = ino;
+    c->e.entry_timeout = entry_timeout;
+    c->e.attr_timeout = attr_timeout;
+    c->e.attr.st_ino = ino;
+    c->e.attr.st_mode = mode;
+    c->e.attr.st_nlink = S_ISDIR(mode) ? 2 : 1;
+    c->e.attr.st_uid = uid;
+    c->e.attr.st_gid = gid;
+    c->e.attr.st_size = (off_t)size;
+    c->e.attr.st_blocks = (blkcnt_t)((size + 511) / 512);
+    c->e.attr.st_blksize = blksize;
+    c->e.attr.st_atim.tv_sec = c->e.attr.st_mtim.tv_sec = c->e.attr.st_ctim.tv_sec = t_ns / 1000000000;
+    c->e.attr.st_atim.tv_nsec = c->e.attr.st_mtim.tv_nsec = c->e.attr.st_ctim.tv_nsec = t_ns % 1000000000;
+}
+
+void prodfs_fastlookup_stop(void)
+{
+    enabled = 0;
+    if (table == NULL)
+        return;
+    for (size_t i = 0; i < (size_t)1 << LOOKUP_BITS; i++)
+        free(table[i].name);
+    free(table);
+    table = NULL;
+}
