@@ -47,9 +47,11 @@ class FastReads:
         self._slots: OrderedDict[str, tuple[int, int]] = OrderedDict()  # sha -> (slot, generation)
         self._free = list(range(slots - 1, -1, -1))
         self._counters = (ctypes.c_uint64 * 4).in_dll(lib, "prodfs_fastread_counters")
+        self._slot_reads = (ctypes.c_uint32 * slots).in_dll(lib, "prodfs_fastread_slot_reads")
+        self._seen = [0] * slots
 
     @classmethod
-    def start(cls, threads: int = 4, slots: int = 512) -> FastReads | None:
+    def start(cls, threads: int = 4, slots: int = 4096) -> FastReads | None:
         lib = _zeroopen.library()
         if lib is None or not _zeroopen.sessions():
             return None
@@ -101,6 +103,16 @@ class FastReads:
         if got is not None:
             self._lib.prodfs_fastread_drop(got[0])
             self._free.append(got[0])
+
+    def read_since(self) -> list[str]:
+        """The payloads read here since the last call (for the cache's LRU, before it evicts)."""
+        out = []
+        for sha, (slot, _) in self._slots.items():
+            n = self._slot_reads[slot]
+            if n != self._seen[slot]:
+                self._seen[slot] = n
+                out.append(sha)
+        return out
 
     def counters(self) -> dict[str, int]:
         return dict(zip(_COUNTERS, self._counters))

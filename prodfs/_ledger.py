@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -93,16 +94,24 @@ class Ledger:
         self._db = None
 
     def get(self, sha: str) -> Signature | None:
+        return self.get_many([sha]).get(sha)
+
+    def get_many(self, shas: Sequence[str]) -> dict[str, Signature]:
+        """The recorded signatures of those of ``shas`` the ledger holds: one query per 500."""
+        out: dict[str, Signature] = {}
         if self._db is None:
-            return None
+            return out
         try:
-            row = self._db.execute(
-                "SELECT ino, size, mtime_ns, ctime_ns FROM verified WHERE sha = ?", (sha,)
-            ).fetchone()
+            for i in range(0, len(shas), 500):
+                part = list(shas[i:i + 500])
+                rows = self._db.execute(
+                    "SELECT sha, ino, size, mtime_ns, ctime_ns FROM verified"
+                    f" WHERE sha IN ({','.join('?' * len(part))})", part)
+                for sha, *sig in rows:
+                    out[sha] = tuple(sig)  # type: ignore[assignment]
         except sqlite3.Error as exc:
             self._failed(exc)
-            return None
-        return tuple(row) if row else None  # type: ignore[return-value]
+        return out
 
     def put(self, sha: str, sig: Signature | None) -> None:
         if self._db is None or sig is None:

@@ -45,6 +45,7 @@
 #define MAX_THREADS 16
 
 struct blobfile {
+    uint32_t slot;
     int fd;     /* -1 until the first read opens `path` */
     char *path; /* the payload file, opened at its first read (on the libfuse thread) */
     int refs;   /* the slot's, plus one per read in flight */
@@ -83,6 +84,8 @@ static volatile int running; /* read without the lock on the hot path: set befor
 
 /* Read from Python: reads served here, bytes, reads handed back to pyfuse3 after a failed check, errors. */
 uint64_t prodfs_fastread_counters[4];
+/* Read from Python: reads served per slot, so that the cache's LRU sees what is used. */
+uint32_t prodfs_fastread_slot_reads[MAX_SLOTS];
 
 static void count(int which, uint64_t n)
 {
@@ -149,6 +152,7 @@ static void serve(struct job *job, char **buf, size_t *cap)
     } else {
         count(0, 1);
         count(1, got);
+        __atomic_add_fetch(&prodfs_fastread_slot_reads[f->slot], 1, __ATOMIC_RELAXED);
         fuse_reply_buf(job->req, *buf, got);
     }
     pthread_mutex_lock(&lock);
@@ -243,7 +247,7 @@ int64_t prodfs_fastread_put(uint32_t s, const char *path, uint64_t size, uint64_
 
     if (s >= MAX_SLOTS || (f = malloc(sizeof(*f))) == NULL)
         return -1;
-    *f = (struct blobfile){.fd = -1, .refs = 1, .size = size, .ino = ino, .mtime_ns = mtime_ns, .ctime_ns = ctime_ns};
+    *f = (struct blobfile){.slot = s, .fd = -1, .refs = 1, .size = size, .ino = ino, .mtime_ns = mtime_ns, .ctime_ns = ctime_ns};
     if ((f->path = strdup(path)) == NULL) {
         free(f);
         return -1;

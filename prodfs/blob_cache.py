@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 import trio
@@ -94,6 +94,8 @@ class BlobCache:
         self.max_fds = max_fds
         # told when a blob leaves the cache (evicted, removed, corrupt): the C read path drops it
         self.on_forget: Callable[[str], None] | None = None
+        # asked before evicting: the blobs the C read path served since it was last asked
+        self.read_elsewhere: Callable[[], Iterable[str]] | None = None
         self.size = 0
         self._clean_tmp()
         self._scan()
@@ -148,8 +150,12 @@ class BlobCache:
             self.on_forget(sha)
 
     def _evict_for(self, incoming: int) -> None:
-        if self.max_bytes is None:
+        if self.max_bytes is None or self.size + incoming <= self.max_bytes:
             return
+        if self.read_elsewhere is not None:
+            for sha in self.read_elsewhere():  # used, if not through this object: evicted last
+                if sha in self._lru:
+                    self._lru.move_to_end(sha)
         for sha in list(self._lru):
             if self.size + incoming <= self.max_bytes:
                 break
@@ -240,16 +246,17 @@ class BlobCache:
             self._verified.pop(sha, None)
         return await self._fetches.run(sha, lambda: self._ensure_slow(sha, size))
 
-    def trusted_signature(self, sha: str) -> Signature | None:
-        """The signature the blob's file had when this or another process verified it, if any.
+    def trusted_signatures(self, shas: Sequence[str]) -> dict[str, Signature]:
+        """The signatures the blobs' files had when this or another process verified them.
 
-        Never hashes, never touches the file (for the C read path, which
-        checks the file against it at every read).
+        Blobs never verified are left out. Never hashes, never touches a file
+        (for the C read path, which checks each file against its signature
+        at every read); one ledger query for them all.
         """
-        signature = self._verified.get(sha)
-        if signature is None and self.trust_ledger:
-            signature = self.ledger.get(sha)
-        return signature
+        found = {sha: sig for sha in shas if (sig := self._verified.get(sha)) is not None}
+        if self.trust_ledger and len(found) < len(shas):
+            found.update(self.ledger.get_many([sha for sha in shas if sha not in found]))
+        return found
 
     def path_bytes(self, sha: str) -> bytes:
         return os.fsencode(f"{self._prefix}{sha[:2]}/{sha}")

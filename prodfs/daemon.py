@@ -402,7 +402,7 @@ class Daemon:
             _sdnotify.notify("STOPPING=1")
             if ops.fast is not None:
                 ops.fast.stop()  # its threads answer what they hold: the session must outlive them
-                self.blobs.on_forget = None
+                self.blobs.on_forget = self.blobs.read_elsewhere = None
             if ops.fast_lookups is not None:
                 ops.fast_lookups.stop()
             pyfuse3.close(unmount=True)
@@ -420,12 +420,13 @@ class Daemon:
         if self.opts.no_fast_path:
             return
         # a slot holds an fd: leave most of the limit to the cache and the kernel's requests
-        ops.fast = FastReads.start(slots=min(512, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+        ops.fast = FastReads.start(slots=min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
         if ops.fast is None:
             log.info("reads and lookups go to the daemon: %s",
                      _zeroopen.why_unavailable() or "the C read path did not start")
             return
         self.blobs.on_forget = ops.fast.drop
+        self.blobs.read_elsewhere = ops.fast.read_since
         ops.fast_lookups = FastLookups.start()
 
     async def _readahead(self) -> None:

@@ -223,8 +223,8 @@ class Operations(pyfuse3.Operations):
             return self._negative(parent_inode)
         if node.kind == K_CTRL_FILE:
             return self._snapshot_attrs(self.control.take(node.name))
-        if node.kind == K_FILE and self.fast is not None:
-            self._offer(node.ino, node.entry)
+        if node.kind == K_FILE and self.fast is not None and node.entry is not None:
+            self._offer([(node.ino, node.entry)])
         if node.view is not None and node.kind != K_TOP and self.fast_lookups is not None:
             self._hand_over_later(parent_inode)
         return self._attrs(node)
@@ -255,18 +255,20 @@ class Operations(pyfuse3.Operations):
             except Exception as exc:  # noqa: BLE001 - the slow path still answers; never end the task
                 log.debug("listing %d for the C lookup path: %s", parent, exc)
                 continue
-            for i, (name, node) in enumerate(listing):
-                if node.kind not in (K_FILE, K_DIR, K_LINK):
-                    continue
-                us = ns.mtime_us(node)
-                if us is None:
-                    continue
-                put(parent, name.encode(), node.ino, ns.mode(node), ns.size(node), us * 1000,
-                    self._uid, self._gid, 128 * 1024, *self._timeouts(node))
-                if node.kind == K_FILE and self.fast is not None:
-                    self._offer(node.ino, node.entry)
-                if i % 64 == 63:
+            for i in range(0, len(listing), 256):
+                if i:
                     await trio.sleep(0)
+                files = []
+                for name, node in listing[i:i + 256]:
+                    us = ns.mtime_us(node)
+                    if node.kind not in (K_FILE, K_DIR, K_LINK) or us is None:
+                        continue
+                    put(parent, name.encode(), node.ino, ns.mode(node), ns.size(node), us * 1000,
+                        self._uid, self._gid, 128 * 1024, *self._timeouts(node))
+                    if node.kind == K_FILE and node.entry is not None:
+                        files.append((node.ino, node.entry))
+                if files and self.fast is not None:
+                    self._offer(files)
 
     @_guarded
     async def getattr(self, inode, ctx=None):
@@ -458,24 +460,29 @@ class Operations(pyfuse3.Operations):
         out = await self._pread(entry.sha256, entry.size, size, off) if size > 0 else b""
         self.stats.bytes_read += len(out)
         if self.fast is not None:
-            self._offer(inode, entry)
+            self._offer([(inode, entry)])
         return out
 
-    def _offer(self, inode: int, entry: Entry | None) -> None:
-        """Let the C read path answer this inode's reads, if its payload is local and verified.
+    def _offer(self, files: list[tuple[int, Entry]]) -> None:
+        """Let the C read path answer these inodes' reads, for those whose payloads are local and verified.
 
-        Never hashes, never waits and opens nothing: a payload that needs
-        checking or fetching is left to `read`, which offers the inode again
-        once it is verified.
+        Never hashes, never waits and opens nothing (one ledger query for
+        them all): a payload that needs checking or fetching is left to
+        `read`, which offers its inode again once it is verified.
         """
-        assert self.fast is not None and entry is not None
-        sha = entry.sha256
-        if not entry.size or sha is None or self.fast.map(inode, sha):
+        fast = self.fast
+        assert fast is not None
+        todo = [(ino, e.sha256) for ino, e in files if e.size and e.sha256 and not fast.map(ino, e.sha256)]
+        if not todo:
             return
         blobs = self.daemon.blobs
-        signature = blobs.trusted_signature(sha)
-        if signature is not None and self.fast.put(sha, blobs.path_bytes(sha), signature):
-            self.fast.map(inode, sha)
+        signatures = blobs.trusted_signatures([sha for _, sha in todo])
+        for ino, sha in todo:
+            signature = signatures.get(sha)
+            if signature is None or fast.map(ino, sha):  # not verified, or given a slot just now
+                continue
+            if fast.put(sha, blobs.path_bytes(sha), signature):
+                fast.map(ino, sha)
 
     async def _pread(self, sha: str, blob_size: int, size: int, off: int) -> bytes | memoryview:
         fd = await self.daemon.blobs.open_fd(sha, blob_size)

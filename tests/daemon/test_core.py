@@ -333,21 +333,22 @@ def test_trusted_signature_is_what_the_c_read_path_must_find_and_costs_no_hash(t
     hashed = _count_hashes(monkeypatch)
     a, b, c = items
     cache = BlobCache(tmp_path, svc.download)
-    assert cache.trusted_signature(a) == signature_of(cache.path(a))
+    assert cache.trusted_signatures([a]) == {a: signature_of(cache.path(a))}
     assert os.fsdecode(cache.path_bytes(a)) == str(cache.path(a))
     cache.path(b).write_bytes(b"y" * len(items[b]))  # changed since: no longer the file the ledger vouches for
-    assert cache.trusted_signature(b) not in (None, signature_of(cache.path(b)))
-    assert cache.trusted_signature("0" * 64) is None  # never fetched
+    got = cache.trusted_signatures([a, b, "0" * 64, c])  # one ledger query
+    assert sorted(got) == sorted([a, b, c])  # one never fetched is not there
+    assert got[b] != signature_of(cache.path(b))  # the C read path will find the file changed
     assert hashed == [] and svc.calls == 3  # nothing hashed, nothing fetched: that is `ensure`'s job
     # ... which checks b, finds it corrupt and refetches it: the new file is the trusted one
     assert trio.run(cache.ensure, b, len(items[b])).read_bytes() == items[b]
     assert hashed == [b] and svc.calls == 4
-    assert cache.trusted_signature(b) == signature_of(cache.path(b))
+    assert cache.trusted_signatures([b]) == {b: signature_of(cache.path(b))}
     cache.close()
     untrusting = BlobCache(tmp_path, svc.download, trust_ledger=False)
-    assert untrusting.trusted_signature(a) is None  # per-mount: only what this process hashed
+    assert untrusting.trusted_signatures([a, b]) == {}  # per-mount: only what this process hashed
     trio.run(untrusting.ensure, a, len(items[a]))
-    assert untrusting.trusted_signature(a) == signature_of(cache.path(a))
+    assert untrusting.trusted_signatures([a, b]) == {a: signature_of(cache.path(a))}
     untrusting.close()
 
 

@@ -141,3 +141,20 @@ def test_lookups_answered_in_c_give_what_the_daemon_gives(tmp_path, pvc, pvc_url
         # a name that is not there still gets ENOENT (from the daemon: misses are never kept in C)
         assert not (m / PRI / "nested" / "nope").exists()
         assert not (m / PRI / "nested" / "a" / "b" / "deep.txt" / "x").exists()
+
+
+def test_payloads_read_in_c_count_as_used_when_the_cache_evicts(tmp_path, pvc, pvc_url):
+    rnd = random.Random(4)
+    files = {f"take{i}.mov": rnd.randbytes(1 << 20) for i in range(4)}
+    pvc.publish(PRI, file_tree(tmp_path / "src", files))
+    cache = tmp_path / "cache"
+    with mounted(tmp_path, pvc_url, cache=cache) as m:
+        for name in ("take0.mov", "take1.mov", "take2.mov"):  # take0 the least recently used
+            assert (m / PRI / name).read_bytes() == files[name]
+    with mounted(tmp_path, pvc_url, "--cache-size", "3M", cache=cache, name="small") as m:
+        assert (m / PRI / "take0.mov").read_bytes() == files["take0.mov"]  # through the C path only
+        s = m.control("stats.json")
+        assert s["fast_read"]["reads"] > 0 and s["blobs_fetched"] == 0
+        assert (m / PRI / "take3.mov").read_bytes() == files["take3.mov"]  # fetched: one must go
+        assert _blob(cache, files["take0.mov"]).exists()  # read just now: not that one
+        assert not _blob(cache, files["take1.mov"]).exists()
