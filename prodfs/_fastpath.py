@@ -58,7 +58,7 @@ class FastReads:
         lib.prodfs_fastread_put.argtypes = [ctypes.c_uint32, ctypes.c_char_p] + [ctypes.c_uint64] * 4
         lib.prodfs_fastread_put.restype = ctypes.c_int64
         lib.prodfs_fastread_map.argtypes = [ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32]
-        lib.prodfs_fastread_map.restype = None
+        lib.prodfs_fastread_map.restype = ctypes.c_int
         lib.prodfs_fastread_drop.argtypes = [ctypes.c_uint32]
         lib.prodfs_fastread_drop.restype = None
         lib.prodfs_fastread_stop.restype = None
@@ -73,8 +73,12 @@ class FastReads:
         got = self._slots.get(sha)
         if got is None:
             return False
-        self._lib.prodfs_fastread_map(inode, *got)
-        return True
+        if self._lib.prodfs_fastread_map(inode, *got):
+            return True
+        # The library emptied the slot (its file failed a check): free it, `put` may fill it again.
+        del self._slots[sha]
+        self._free.append(got[0])
+        return False
 
     def put(self, sha: str, path: bytes, signature: Signature) -> bool:
         """Give the payload ``sha`` a slot: its file at ``path`` was verified with ``signature``.

@@ -89,6 +89,25 @@ def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_ur
         assert m.log_text().count("changed on disk") >= 2
 
 
+def test_a_payload_touched_on_disk_is_checked_once_then_served_in_c_again(tmp_path, pvc, pvc_url):
+    data = random.Random(5).randbytes(1 << 20)
+    pvc.publish(PRI, file_tree(tmp_path / "src", {"plate.exr": data}))
+    cache = tmp_path / "cache"
+    with mounted(tmp_path, pvc_url, cache=cache, allow_log=CHANGED_LOG) as m:
+        assert (m / PRI / "plate.exr").read_bytes() == data
+        os.utime(_blob(cache, data))  # the ctime moves, the bytes do not
+        assert (m / f"{PRI}@1" / "plate.exr").read_bytes() == data  # the C check fails: hashed again
+        before = m.control("stats.json")
+        assert before["fast_read"]["fallbacks"] >= 1
+        assert (before["blobs_hashed"], before["blobs_fetched"]) == (1, 1)
+        _drop_page_cache()
+        assert (m / f"{PRI}@latest" / "plate.exr").read_bytes() == data
+        after = m.control("stats.json")
+        # registered again with its new signature: every read of the new path answered in C
+        assert after["reads"] - before["reads"] == after["fast_read"]["reads"] - before["fast_read"]["reads"] > 0
+        assert after["fast_read"]["fallbacks"] == before["fast_read"]["fallbacks"]
+
+
 def test_evicted_payloads_are_let_go(tmp_path, pvc, pvc_url):
     rnd = random.Random(3)
     files = {f"take{i}.mov": rnd.randbytes(1 << 20) for i in range(6)}
