@@ -63,10 +63,15 @@ def test_a_new_daemon_answers_every_read_of_cached_payloads_in_c(tmp_path, pvc, 
         assert s["fast_read"] is None and s["reads"] >= len(files)
 
 
-def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_url):
-    data = random.Random(2).randbytes(1 << 20)
+def _one_plate(tmp_path: Path, pvc, seed: int) -> tuple[bytes, Path]:  # noqa: ANN001 - the publisher fixture
+    """Publish one 1 MiB plate; return its bytes and the cache directory the test mounts with."""
+    data = random.Random(seed).randbytes(1 << 20)
     pvc.publish(PRI, file_tree(tmp_path / "src", {"plate.exr": data}))
-    cache = tmp_path / "cache"
+    return data, tmp_path / "cache"
+
+
+def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_url):
+    data, cache = _one_plate(tmp_path, pvc, 2)
     with mounted(tmp_path, pvc_url, cache=cache, allow_log=CHANGED_LOG) as m:
         assert (m / PRI / "plate.exr").read_bytes() == data
         blob = _blob(cache, data)
@@ -90,9 +95,7 @@ def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_ur
 
 
 def test_a_payload_touched_on_disk_is_checked_once_then_served_in_c_again(tmp_path, pvc, pvc_url):
-    data = random.Random(5).randbytes(1 << 20)
-    pvc.publish(PRI, file_tree(tmp_path / "src", {"plate.exr": data}))
-    cache = tmp_path / "cache"
+    data, cache = _one_plate(tmp_path, pvc, 5)
     with mounted(tmp_path, pvc_url, cache=cache, allow_log=CHANGED_LOG) as m:
         assert (m / PRI / "plate.exr").read_bytes() == data
         os.utime(_blob(cache, data))  # the ctime moves, the bytes do not
