@@ -12,8 +12,8 @@ not already know, and the library answers them on its own:
   `prodfs.fs.Operations.read` as before, which fetches, verifies or
   refetches, and registers the inode again. Registration is by content: a
   slot per payload (a file of the cache, opened by the library at its first
-  read), `slots` of them at most, least recently registered reused first, and a map from
-  inode to slot.
+  read), `slots` of them at most, least recently registered reused first,
+  and a map from inode to slot.
 - LOOKUP of a name inside a version (`FastLookups`). A version's tree never
   changes, so once the daemon has answered one lookup in a directory of it,
   it gives the library the whole directory, and the siblings' lookups are
@@ -28,15 +28,25 @@ from __future__ import annotations
 import ctypes
 import logging
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from . import _zeroopen
 from ._ledger import Signature
+
+if TYPE_CHECKING:
+    import pyfuse3
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FastReads", "FastLookups"]
 
 _COUNTERS = ("reads", "bytes_read", "fallbacks", "errors")
+
+
+def _library() -> ctypes.CDLL | None:
+    """The zero-open library, if pyfuse3's session was made through it (both paths live there)."""
+    lib = _zeroopen.library()
+    return lib if lib is not None and _zeroopen.sessions() else None
 
 
 class FastReads:
@@ -52,8 +62,8 @@ class FastReads:
 
     @classmethod
     def start(cls, threads: int = 4, slots: int = 4096) -> FastReads | None:
-        lib = _zeroopen.library()
-        if lib is None or not _zeroopen.sessions():
+        lib = _library()
+        if lib is None:
             return None
         lib.prodfs_fastread_put.argtypes = [ctypes.c_uint32, ctypes.c_char_p] + [ctypes.c_uint64] * 4
         lib.prodfs_fastread_put.restype = ctypes.c_int64
@@ -98,7 +108,7 @@ class FastReads:
         if gen < 0:
             self._free.append(slot)
             return False
-        self._slots[sha] = (slot, gen & 0xFFFFFFFF)
+        self._slots[sha] = (slot, gen)
         return True
 
     def drop(self, sha: str) -> None:
@@ -110,11 +120,11 @@ class FastReads:
 
     def read_since(self) -> list[str]:
         """The payloads read here since the last call (for the cache's LRU, before it evicts)."""
+        reads = self._slot_reads[:]  # one copy into a list, not a ctypes call per slot
         out = []
         for sha, (slot, _) in self._slots.items():
-            n = self._slot_reads[slot]
-            if n != self._seen[slot]:
-                self._seen[slot] = n
+            if reads[slot] != self._seen[slot]:
+                self._seen[slot] = reads[slot]
                 out.append(sha)
         return out
 
@@ -136,8 +146,8 @@ class FastLookups:
 
     @classmethod
     def start(cls) -> FastLookups | None:
-        lib = _zeroopen.library()
-        if lib is None or not _zeroopen.sessions():
+        lib = _library()
+        if lib is None:
             return None
         lib.prodfs_fastlookup_put.argtypes = [
             ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint64,
@@ -149,11 +159,10 @@ class FastLookups:
             return None
         return cls(lib)
 
-    def put(self, parent: int, name: bytes, ino: int, mode: int, size: int, t_ns: int,
-            uid: int, gid: int, blksize: int, entry_timeout: float, attr_timeout: float) -> None:
-        """Answer LOOKUP(parent, name) with these attributes from now on."""
-        self._lib.prodfs_fastlookup_put(parent, name, ino, mode, size, t_ns, uid, gid, blksize,
-                                        entry_timeout, attr_timeout)
+    def put(self, parent: int, name: bytes, a: pyfuse3.EntryAttributes) -> None:
+        """Answer LOOKUP(parent, name) with the entry the daemon answered it with, from now on."""
+        self._lib.prodfs_fastlookup_put(parent, name, a.st_ino, a.st_mode, a.st_size, a.st_mtime_ns,
+                                        a.st_uid, a.st_gid, a.st_blksize, a.entry_timeout, a.attr_timeout)
 
     @property
     def answered(self) -> int:

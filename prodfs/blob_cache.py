@@ -183,7 +183,7 @@ class BlobCache:
         if signature is None:
             return None
         try:
-            fd = os.open(f"{self._prefix}{sha[:2]}/{sha}", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._path_str(sha), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         if not self._unchanged(fd, sha):
@@ -259,7 +259,10 @@ class BlobCache:
         return found
 
     def path_bytes(self, sha: str) -> bytes:
-        return os.fsencode(f"{self._prefix}{sha[:2]}/{sha}")
+        return os.fsencode(self._path_str(sha))
+
+    def _path_str(self, sha: str) -> str:
+        return f"{self._prefix}{sha[:2]}/{sha}"  # `path` without a Path object: for the hot paths
 
     def _on_disk(self, sha: str) -> Signature | None:
         """The signature of the blob's file, the LRU brought in line with the disk (one stat)."""
@@ -272,15 +275,12 @@ class BlobCache:
             self.size += before[1]
         return before
 
-    def _trusted(self, sha: str, signature: Signature) -> bool:
-        """Hashed by this or another process, and its file unchanged since: no need to hash again."""
-        return self.trust_ledger and self.ledger.get(sha) == signature
-
     async def _ensure_slow(self, sha: str, size: int) -> Path:
         path = self.path(sha)
         before = self._on_disk(sha)
         if before is not None:
-            trusted = self._trusted(sha, before)
+            # hashed by this or another process, and its file unchanged since: no need to hash again
+            trusted = self.trust_ledger and self.ledger.get(sha) == before
             if trusted:
                 actual = sha
             else:

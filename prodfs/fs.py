@@ -248,10 +248,10 @@ class Operations(pyfuse3.Operations):
         lookup that asked for it; it yields every few entries.
         """
         assert self.fast_lookups is not None
-        put, ns = self.fast_lookups.put, self.ns
+        put = self.fast_lookups.put
         async for parent in self._to_hand_over:
             try:
-                listing = await ns.listing(parent)
+                listing = await self.ns.listing(parent)
             except Exception as exc:  # noqa: BLE001 - the slow path still answers; never end the task
                 log.debug("listing %d for the C lookup path: %s", parent, exc)
                 continue
@@ -260,11 +260,9 @@ class Operations(pyfuse3.Operations):
                     await trio.sleep(0)
                 files = []
                 for name, node in listing[i:i + 256]:
-                    us = ns.mtime_us(node)
-                    if node.kind not in (K_FILE, K_DIR, K_LINK) or us is None:
+                    if node.kind not in (K_FILE, K_DIR, K_LINK):
                         continue
-                    put(parent, name.encode(), node.ino, ns.mode(node), ns.size(node), us * 1000,
-                        self._uid, self._gid, 128 * 1024, *self._timeouts(node))
+                    put(parent, name.encode(), self._attrs(node))  # what `lookup` would answer
                     if node.kind == K_FILE and node.entry is not None:
                         files.append((node.ino, node.entry))
                 if files and self.fast is not None:
