@@ -125,7 +125,7 @@ def pvc_requests(targets: list[Target], ds: Dataset, log: Log) -> dict:
         after = t.control("stats.json")
         scale = 1000 / len(files)
         delta = {k: (after.get(k) or 0) - (before.get(k) or 0)
-                 for k in ("pvc_requests", "manifests_fetched", "blobs_fetched", "reads")}
+                 for k in ("pvc_requests", "manifests_fetched", "blobs_fetched", "reads", "opens")}
         out[t.name] = {
             "opens": len(files),
             "pvc_requests_per_1000_opens": round(delta["pvc_requests"] * scale, 1),

@@ -14,6 +14,12 @@ not already know, and the library answers them on its own:
   slot per payload (a file of the cache, opened by the library at its first
   read), `slots` of them at most, least recently registered reused first,
   and a map from inode to slot.
+- OPEN of such a payload, when the kernel can read the cache's file itself
+  (`Passthrough`, Linux 6.9 or later, as root): the open binds the FUSE
+  file to the cache's file, and its reads, mmaps and readahead never reach
+  the daemon at all. An open of a payload not registered yet comes to
+  `prodfs.fs.Operations.open`, which fetches and verifies it, registers
+  it, and asks for passthrough with a handle tagged `PASSTHROUGH_BIT`.
 - LOOKUP of a name inside a version (`FastLookups`). A version's tree never
   changes, so once the daemon has answered one lookup in a directory of it,
   it gives the library the whole directory, and the siblings' lookups are
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -38,7 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FastReads", "FastLookups"]
+__all__ = ["FastReads", "FastLookups", "Passthrough", "PASSTHROUGH_BIT"]
+
+PASSTHROUGH_BIT = 1 << 61  # PRODFS_PASSTHROUGH_BIT in _libpassthrough.c: "open this inode in passthrough"
 
 _COUNTERS = ("reads", "bytes_read", "fallbacks", "errors")
 
@@ -170,3 +179,44 @@ class FastLookups:
 
     def stop(self) -> None:
         self._lib.prodfs_fastlookup_stop()
+
+
+_PASSTHROUGH_COUNTERS = ("opens", "opens_by_daemon", "page_cache_opens", "refused", "releases")
+
+
+class Passthrough:
+    """The daemon's side of passthrough opens (`_libpassthrough.c`).
+
+    `want` is called before `pyfuse3.init`: the library then offers
+    passthrough to the kernel in its INIT reply. Whether it is in use is
+    known once the kernel's INIT has been answered (`active`).
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._active = ctypes.c_int.in_dll(lib, "prodfs_passthrough_active")
+        self._errno = ctypes.c_int.in_dll(lib, "prodfs_passthrough_errno")
+        self._counters = (ctypes.c_uint64 * 5).in_dll(lib, "prodfs_passthrough_counters")
+
+    @staticmethod
+    def want() -> None:
+        lib = _zeroopen.library()
+        if lib is not None:
+            ctypes.c_int.in_dll(lib, "prodfs_passthrough_want").value = 1
+
+    @classmethod
+    def start(cls) -> Passthrough | None:
+        lib = _library()
+        if lib is None or not ctypes.c_int.in_dll(lib, "prodfs_passthrough_want").value:
+            return None
+        return cls(lib)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._active.value)
+
+    def why_inactive(self) -> str | None:
+        err = self._errno.value
+        return f"registering a cache file with the kernel failed: {os.strerror(err)}" if err else None
+
+    def counters(self) -> dict[str, int]:
+        return dict(zip(_PASSTHROUGH_COUNTERS, self._counters))

@@ -39,18 +39,12 @@
 #define FUSE_USE_VERSION 31
 #include <fuse_lowlevel.h>
 
+#include "_libfastread.h"
+
 #define MAX_SLOTS 4096
 #define MAP_SIZE (1u << 16)
 #define QUEUE_SIZE 1024
 #define MAX_THREADS 16
-
-struct blobfile {
-    uint32_t slot;
-    int fd;     /* -1 until the first read opens `path` */
-    char *path; /* the payload file, opened at its first read (on the libfuse thread) */
-    int refs;   /* the slot's, plus one per read in flight */
-    uint64_t size, ino, mtime_ns, ctime_ns;
-};
 
 struct slot {
     struct blobfile *file;
@@ -95,6 +89,8 @@ static void count(int which, uint64_t n)
 static void unref(struct blobfile *f) /* with `lock` held */
 {
     if (--f->refs == 0) {
+        if (f->backing > 0)
+            prodfs_passthrough_forget(f->backing);
         if (f->fd >= 0)
             close(f->fd);
         free(f->path);
@@ -111,15 +107,33 @@ static void empty_slot(uint32_t s) /* with `lock` held */
     slots[s].gen++;
 }
 
-static int unchanged(const struct blobfile *f)
+/* `linked`: the file must also still be in the cache (a borrowed file may have been evicted since). */
+static int same(const struct blobfile *f, int linked)
 {
     struct stat st;
 
-    if (fstat(f->fd, &st) != 0 || st.st_nlink == 0)
+    if (fstat(f->fd, &st) != 0 || (linked && st.st_nlink == 0))
         return 0;
     return (uint64_t)st.st_ino == f->ino && (uint64_t)st.st_size == f->size &&
            (uint64_t)st.st_mtim.tv_sec * 1000000000u + st.st_mtim.tv_nsec == f->mtime_ns &&
            (uint64_t)st.st_ctim.tv_sec * 1000000000u + st.st_ctim.tv_nsec == f->ctime_ns;
+}
+
+int prodfs_fastread_intact(const struct blobfile *f)
+{
+    return f->fd >= 0 && same(f, 0);
+}
+
+void prodfs_fastread_unref(struct blobfile *f)
+{
+    pthread_mutex_lock(&lock);
+    unref(f);
+    pthread_mutex_unlock(&lock);
+}
+
+void prodfs_fastread_used(const struct blobfile *f)
+{
+    __atomic_add_fetch(&prodfs_fastread_slot_reads[f->slot], 1, __ATOMIC_RELAXED);
 }
 
 static void serve(struct job *job)
@@ -151,13 +165,11 @@ static void serve(struct job *job)
     } else {
         count(0, 1);
         count(1, got);
-        __atomic_add_fetch(&prodfs_fastread_slot_reads[f->slot], 1, __ATOMIC_RELAXED);
+        prodfs_fastread_used(f);
         fuse_reply_buf(job->req, buf, got);
     }
     free(buf);
-    pthread_mutex_lock(&lock);
-    unref(f);
-    pthread_mutex_unlock(&lock);
+    prodfs_fastread_unref(f);
 }
 
 static void *worker(void *arg)
@@ -182,16 +194,14 @@ static void *worker(void *arg)
     return NULL;
 }
 
-/* Called by the wrapped `read` on the libfuse thread: 1 if the read is taken here, 0 for pyfuse3. */
-int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
+struct blobfile *prodfs_fastread_acquire(uint64_t ino)
 {
     struct mapping *m = &map[(ino * UINT64_C(0x9E3779B97F4A7C15)) >> 48];
     struct blobfile *f = NULL;
-    uint32_t s;
-    int queued = 0;
+    uint32_t s = 0;
 
     if (!running)
-        return 0;
+        return NULL;
     pthread_mutex_lock(&lock);
     if (m->inode == ino && slots[m->slot].gen == m->gen && slots[m->slot].file != NULL) {
         s = m->slot;
@@ -200,11 +210,15 @@ int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
     }
     pthread_mutex_unlock(&lock);
     if (f == NULL)
-        return 0;
-    /* Only this thread opens: a worker sees the fd through the queue's lock. */
-    if (f->fd < 0)
-        f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0 || !unchanged(f)) {
+        return NULL;
+    /* Two threads may get here (libfuse's, and the passthrough reader): the first fd set wins. */
+    if (__atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0) {
+        int fd = open(f->path, O_RDONLY | O_CLOEXEC), none = -1;
+
+        if (fd >= 0 && !__atomic_compare_exchange_n(&f->fd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            close(fd);
+    }
+    if (__atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0 || !same(f, 1)) {
         /* Changed in place, truncated or removed since it was verified: the daemon decides. */
         pthread_mutex_lock(&lock);
         if (slots[s].file == f)
@@ -212,8 +226,19 @@ int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
         unref(f);
         pthread_mutex_unlock(&lock);
         count(2, 1);
-        return 0;
+        return NULL;
     }
+    return f;
+}
+
+/* Called by the wrapped `read` on the libfuse thread: 1 if the read is taken here, 0 for pyfuse3. */
+int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
+{
+    struct blobfile *f = prodfs_fastread_acquire(ino);
+    int queued = 0;
+
+    if (f == NULL)
+        return 0;
     pthread_mutex_lock(&qlock);
     if (qlen < QUEUE_SIZE && !stopping) {
         queue[(qhead + qlen) % QUEUE_SIZE] = (struct job){req, f, size, off};
@@ -222,11 +247,8 @@ int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
         pthread_cond_signal(&qcond);
     }
     pthread_mutex_unlock(&qlock);
-    if (!queued) {
-        pthread_mutex_lock(&lock);
-        unref(f);
-        pthread_mutex_unlock(&lock);
-    }
+    if (!queued)
+        prodfs_fastread_unref(f);
     return queued;
 }
 

@@ -17,7 +17,9 @@
  * pyfuse3's own. Nothing else changes, except that `read` first offers the
  * request to `_libfastread.c`, which answers reads of registered payloads on
  * its own threads, and `lookup` to `_libfastlookup.c`, which answers names
- * inside versions whose directories the daemon has listed.
+ * inside versions whose directories the daemon has listed. The session's
+ * device I/O then goes through `_libpassthrough.c`, which answers opens of
+ * verified payloads with the cache's own files when the kernel can.
  *
  * Compiled against the same fuse3 headers as pyfuse3, so the layout of
  * `fuse_lowlevel_ops` and `fuse_file_info` is the one libfuse uses.
@@ -40,7 +42,10 @@ static session_new_fn real_session_new;
 static read_fn real_read, real_readdirplus;
 static struct fuse_lowlevel_ops wrapped_ops;
 
-/* Read from Python: 1 when libfuse's own fuse_session_new was found. */
+/* In _libpassthrough.c: 1 when libfuse's functions it stands in front of were found. */
+int prodfs_passthrough_resolved(void);
+
+/* Read from Python: 1 when libfuse's own fuse_session_new (and the others) were found. */
 int prodfs_zeroopen_ready;
 /* 1 once a session was created with the wrapped operations. */
 int prodfs_zeroopen_sessions;
@@ -52,7 +57,7 @@ __attribute__((constructor)) static void prodfs_zeroopen_resolve(void)
 
     if (lib != NULL)
         real_session_new = (session_new_fn)dlvsym(lib, "fuse_session_new", "FUSE_3.0");
-    prodfs_zeroopen_ready = real_session_new != NULL;
+    prodfs_zeroopen_ready = real_session_new != NULL && prodfs_passthrough_resolved();
 }
 
 static inline void tag_handle(fuse_ino_t ino, struct fuse_file_info *fi)
@@ -64,6 +69,8 @@ static inline void tag_handle(fuse_ino_t ino, struct fuse_file_info *fi)
 /* In _libfastread.c and _libfastlookup.c: 1 when they answer the request themselves. */
 int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
 int prodfs_fastlookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+/* In _libpassthrough.c: opens answered with the cache's own files, when the kernel can. */
+void prodfs_passthrough_attach(struct fuse_session *se);
 
 typedef void (*lookup_fn)(fuse_req_t, fuse_ino_t, const char *);
 static lookup_fn real_lookup;
@@ -93,6 +100,8 @@ static void readdirplus_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, of
 struct fuse_session *fuse_session_new(struct fuse_args *args, const struct fuse_lowlevel_ops *op,
                                       size_t op_size, void *userdata)
 {
+    struct fuse_session *se;
+
     if (op_size == sizeof(wrapped_ops) && op->read != NULL && op->readdirplus != NULL && op->lookup != NULL) {
         memcpy(&wrapped_ops, op, op_size);
         real_read = op->read;
@@ -103,6 +112,10 @@ struct fuse_session *fuse_session_new(struct fuse_args *args, const struct fuse_
         wrapped_ops.lookup = lookup_here_first;
         op = &wrapped_ops;
         prodfs_zeroopen_sessions = 1;
+        se = real_session_new(args, op, op_size, userdata);
+        if (se != NULL)
+            prodfs_passthrough_attach(se);
+        return se;
     }
     return real_session_new(args, op, op_size, userdata);
 }

@@ -23,7 +23,7 @@ import trio
 from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
 
 from . import _sdnotify, _zeroopen
-from ._fastpath import FastLookups, FastReads
+from ._fastpath import FastLookups, FastReads, Passthrough
 from ._fuse import pyfuse3
 from ._readahead import raise_readahead
 from .blob_cache import BlobCache
@@ -233,10 +233,12 @@ class Daemon:
         return self.stats.to_json(
             # requests answered in C count as such; the rest of their counters stand apart
             lookups=self.stats.lookups + (fast_lookups or 0),
+            opens=self.stats.opens + (self.ops.passthrough.counters()["opens"] if self.ops and self.ops.passthrough else 0),
             fast_lookups=fast_lookups,
             reads=self.stats.reads + fast.get("reads", 0),
             bytes_read=self.stats.bytes_read + fast.get("bytes_read", 0),
             fast_read=fast or None,
+            passthrough=self._passthrough_status(),
             mountpoint=self.mountpoint,
             pvc=self.opts.pvc,
             pvc_requests=requests,
@@ -251,6 +253,12 @@ class Daemon:
             zero_open=bool(self.ops and self.ops.zero_open),
             control_snapshots=len(self.ops.control) if self.ops else 0,
         )
+
+    def _passthrough_status(self) -> dict | None:
+        p = self.ops.passthrough if self.ops else None
+        if p is None:
+            return None
+        return {"active": p.active, "why_inactive": p.why_inactive(), **p.counters()}
 
     # -- health ------------------------------------------------------------
     def set_degraded(self, why: str) -> None:
@@ -377,6 +385,8 @@ class Daemon:
         options = {"fsname=prodfs", "subtype=prodfs", "ro", "default_permissions"}
         if self.opts.allow_other:
             options.add("allow_other")
+        if not (self.opts.no_fast_path or self.opts.no_passthrough):
+            Passthrough.want()  # offered to the kernel when it sends INIT
         try:
             pyfuse3.init(ops, self.mountpoint, options)
         except RuntimeError as exc:
@@ -428,6 +438,7 @@ class Daemon:
         self.blobs.on_forget = ops.fast.drop
         self.blobs.read_elsewhere = ops.fast.read_since
         ops.fast_lookups = FastLookups.start()
+        ops.passthrough = Passthrough.start()
 
     async def _readahead(self) -> None:
         # The kernel fixes a mount's readahead when the daemon answers INIT

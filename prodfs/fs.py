@@ -30,7 +30,7 @@ import trio
 
 from pvc_client import Entry, InvalidInput, NotFound, PVCError, Unauthorized
 
-from ._fastpath import FastLookups, FastReads
+from ._fastpath import PASSTHROUGH_BIT, FastLookups, FastReads, Passthrough
 from ._fuse import pyfuse3
 from ._zeroopen import INODE_BIT
 from .control import ControlSnapshots, Snapshot
@@ -135,6 +135,7 @@ class Operations(pyfuse3.Operations):
         self.zero_open = False
         self.fast: FastReads | None = None
         self.fast_lookups: FastLookups | None = None
+        self.passthrough: Passthrough | None = None
         # version directories whose entries went to the C lookup path (or are on their way)
         self._handed: set[int] = set()
         self._hand_over, self._to_hand_over = trio.open_memory_channel[int](1024)
@@ -412,7 +413,8 @@ class Operations(pyfuse3.Operations):
     # -- data ----------------------------------------------------------------
     @_guarded
     async def open(self, inode, flags, ctx):
-        if self.zero_open:
+        passthrough = self.passthrough is not None and self.passthrough.active
+        if self.zero_open and not passthrough:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # once: the kernel stops sending OPEN and RELEASE
         if flags & _WRITE_FLAGS:
             raise FsError(errno.EROFS, "read-only filesystem", quiet=True)
@@ -424,6 +426,12 @@ class Operations(pyfuse3.Operations):
             # a rendering's inode never changes; what a listed control file serves does
             return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=not self.control.owns(inode))
         entry = self._file_entry(content)
+        if entry.size and passthrough:
+            await self.daemon.blobs.ensure(entry.sha256, entry.size)  # fetched and verified: errors belong to open
+            self._offer([(inode, entry)])
+            # The library replies with the payload's file (see _libpassthrough.c); the kernel holds
+            # it while open, so nothing is pinned here, and the RELEASE is answered there too.
+            return pyfuse3.FileInfo(fh=inode | PASSTHROUGH_BIT, keep_cache=True)
         if entry.size:
             await self.daemon.blobs.open_fd(entry.sha256, entry.size)  # fetch or check it now: errors belong to open
             self.daemon.blobs.acquire(entry.sha256)
@@ -441,8 +449,8 @@ class Operations(pyfuse3.Operations):
 
     @_guarded
     async def read(self, fh, off, size):
-        if fh & INODE_BIT:
-            inode, data = fh ^ INODE_BIT, None
+        if fh & (INODE_BIT | PASSTHROUGH_BIT):  # an open the kernel or the library answered
+            inode, data = fh & (PASSTHROUGH_BIT - 1), None
         else:
             h = self._handles[fh]
             inode, data = h.ino, h.data

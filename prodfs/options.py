@@ -18,7 +18,7 @@ _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?", re.I)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 # -o words that are flags (no value); the rest take one.
-MOUNT_FLAGS = {"foreground", "allow_other", "insecure", "no_zero_open", "no_fast_path"}
+MOUNT_FLAGS = {"foreground", "allow_other", "insecure", "no_zero_open", "no_fast_path", "no_passthrough"}
 # -o words mount(8) passes that mean nothing to us.
 IGNORED_O = {"rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto",
              "user", "nouser", "users", "defaults", "_netdev", "nofail", "relatime", "noatime",
@@ -84,6 +84,9 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--no-fast-path", action="store_true",
                        help="send every read and lookup to the daemon's Python handlers instead of answering "
                             "reads of verified payloads and lookups inside versions in C (slower; for diagnosis)")
+    cache.add_argument("--no-passthrough", action="store_true",
+                       help="serve verified payloads through FUSE instead of letting the kernel read them "
+                            "straight from the cache (FUSE passthrough: Linux 6.9 or later, as root)")
     cache.add_argument("--live-timeout", type=float, default=1.0, metavar="SECONDS",
                        help="how long the kernel may keep a versionless name of a live context (default 1)")
     cache.add_argument("--pvc-timeout", type=_pvc_timeout, default=10.0, metavar="SECONDS",

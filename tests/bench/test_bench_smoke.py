@@ -70,8 +70,9 @@ def test_tiny_run_writes_a_complete_result(tmp_path: Path) -> None:
 
     # behaviour, not timing: the snapshot serves from its prefetched cache, the empty cache fetches
     snap, empty = doc["pvc_requests"]["prodfs-snapshot"], doc["pvc_requests"]["prodfs-empty"]
-    # (the daemon sees no opens, only the reads the kernel cannot answer: at least one per file)
-    assert snap["raw"]["pvc_requests"] == 0 and snap["raw"]["reads"] >= 6
+    # (each file reaches the daemon or its library once at least: its open with passthrough,
+    # its first read without, the kernel answering warm opens itself)
+    assert snap["raw"]["pvc_requests"] == 0 and snap["raw"]["opens"] + snap["raw"]["reads"] >= 6
     assert empty["raw"]["blobs_fetched"] == 6 and empty["raw"]["manifests_fetched"] == 2
     assert empty["raw"]["pvc_requests"] >= 8
 

@@ -5,7 +5,9 @@ version's directory is listed, its names' lookups never do. These tests hold
 those paths to what the Python ones guarantee: the same bytes and the same
 attributes, a payload changed on disk is never served (the read goes back to
 the daemon, which refetches it), an evicted payload's space is given back,
-and ``--no-fast-path`` serves the same tree the old way.
+and ``--no-fast-path`` serves the same tree the old way. They mount with
+``--no-passthrough``: with passthrough, the kernel reads verified payloads
+from the cache itself and the C read path only serves what cannot be.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from tests.fuse.test_namespace import PRI, _drop_page_cache, compare_trees, make
 from tests.support.helpers import file_tree, mounted
 
 CHANGED_LOG = re.compile(r"changed on disk|corrupt")
+# Reads reach the C path only when the kernel does not read the cache's file itself (tests/fuse/test_passthrough.py).
+C_READS = ("--no-passthrough",)
 
 
 def _payloads(seed: int) -> dict[str, bytes]:
@@ -43,13 +47,13 @@ def test_a_new_daemon_answers_every_read_of_cached_payloads_in_c(tmp_path, pvc, 
     files = _payloads(1)
     pvc.publish(PRI, file_tree(tmp_path / "src", files))
     cache = tmp_path / "cache"
-    with mounted(tmp_path, pvc_url, cache=cache) as m:
+    with mounted(tmp_path, pvc_url, *C_READS, cache=cache) as m:
         _read_all(m / PRI, files)  # fetched: the first reads of each go through the daemon
         first = m.control("stats.json")
         assert first["blobs_fetched"] == len(files)
     # The next render job: every payload is in the cache and in the ledger, so
     # each inode is handed to the C path at its lookup, before its first read.
-    with mounted(tmp_path, pvc_url, cache=cache, name="job") as m:
+    with mounted(tmp_path, pvc_url, *C_READS, cache=cache, name="job") as m:
         _drop_page_cache()
         _read_all(m / PRI, files)
         s = m.control("stats.json")
@@ -72,7 +76,7 @@ def _one_plate(tmp_path: Path, pvc, seed: int) -> tuple[bytes, Path]:  # noqa: A
 
 def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_url):
     data, cache = _one_plate(tmp_path, pvc, 2)
-    with mounted(tmp_path, pvc_url, cache=cache, allow_log=CHANGED_LOG) as m:
+    with mounted(tmp_path, pvc_url, *C_READS, cache=cache, allow_log=CHANGED_LOG) as m:
         assert (m / PRI / "plate.exr").read_bytes() == data
         blob = _blob(cache, data)
         for damage in ("flip", "truncate"):
@@ -96,7 +100,7 @@ def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_ur
 
 def test_a_payload_touched_on_disk_is_checked_once_then_served_in_c_again(tmp_path, pvc, pvc_url):
     data, cache = _one_plate(tmp_path, pvc, 5)
-    with mounted(tmp_path, pvc_url, cache=cache, allow_log=CHANGED_LOG) as m:
+    with mounted(tmp_path, pvc_url, *C_READS, cache=cache, allow_log=CHANGED_LOG) as m:
         assert (m / PRI / "plate.exr").read_bytes() == data
         os.utime(_blob(cache, data))  # the ctime moves, the bytes do not
         assert (m / f"{PRI}@1" / "plate.exr").read_bytes() == data  # the C check fails: hashed again
@@ -117,9 +121,9 @@ def test_evicted_payloads_are_let_go(tmp_path, pvc, pvc_url):
     pvc.publish(PRI, file_tree(tmp_path / "src", files))
     cache = tmp_path / "cache"
     first, then = dict(list(files.items())[:3]), dict(list(files.items())[3:])
-    with mounted(tmp_path, pvc_url, cache=cache) as m:
+    with mounted(tmp_path, pvc_url, *C_READS, cache=cache) as m:
         _read_all(m / PRI, first)
-    with mounted(tmp_path, pvc_url, "--cache-size", "3M", cache=cache, name="small") as m:
+    with mounted(tmp_path, pvc_url, *C_READS, "--cache-size", "3M", cache=cache, name="small") as m:
         _read_all(m / PRI, first)  # trusted from the ledger: held by the C path only
         assert m.control("stats.json")["fast_read"]["reads"] > 0
         _read_all(m / PRI, then)  # fetched: the first three make room
@@ -170,10 +174,10 @@ def test_payloads_read_in_c_count_as_used_when_the_cache_evicts(tmp_path, pvc, p
     files = {f"take{i}.mov": rnd.randbytes(1 << 20) for i in range(4)}
     pvc.publish(PRI, file_tree(tmp_path / "src", files))
     cache = tmp_path / "cache"
-    with mounted(tmp_path, pvc_url, cache=cache) as m:
+    with mounted(tmp_path, pvc_url, *C_READS, cache=cache) as m:
         for name in ("take0.mov", "take1.mov", "take2.mov"):  # take0 the least recently used
             assert (m / PRI / name).read_bytes() == files[name]
-    with mounted(tmp_path, pvc_url, "--cache-size", "3M", cache=cache, name="small") as m:
+    with mounted(tmp_path, pvc_url, *C_READS, "--cache-size", "3M", cache=cache, name="small") as m:
         assert (m / PRI / "take0.mov").read_bytes() == files["take0.mov"]  # through the C path only
         s = m.control("stats.json")
         assert s["fast_read"]["reads"] > 0 and s["blobs_fetched"] == 0

@@ -84,7 +84,7 @@ def _read_slices(job: int, path: str, offsets: list[tuple[int, int]], out) -> No
         out.put((job, _digests([os.pread(f.fileno(), n, off) for off, n in offsets])))
 
 
-@pytest.mark.parametrize("read_path", ["c", "python"])
+@pytest.mark.parametrize("read_path", ["passthrough", "c", "python"])
 def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url, read_path):
     """Readers in several processes, page cache dropped, and every byte must
     still be where it belongs: through the C read path (its threads take the
@@ -103,7 +103,8 @@ def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url, read_path):
     with mounted(tmp_path, pvc_url) as m:
         for name in payloads:  # fetched into the cache once
             assert (m / PRI / name).read_bytes() == payloads[name]
-    with mounted(tmp_path, pvc_url, *(["--no-fast-path"] if read_path == "python" else []), name="again") as m:
+    args = {"python": ["--no-fast-path"], "c": ["--no-passthrough"], "passthrough": []}[read_path]
+    with mounted(tmp_path, pvc_url, *args, name="again") as m:
         _drop_page_cache()
         ctx = mp.get_context("fork")
         out = ctx.Queue()
@@ -125,8 +126,15 @@ def test_concurrent_cold_reads_are_exact(tmp_path, pvc, pvc_url, read_path):
         assert [p.exitcode for p in procs] == [0] * len(procs)
         for i, (name, offsets) in enumerate(jobs):
             assert results[i] == _digests([payloads[name][off:off + n] for off, n in offsets]), (name, i)
-        fast = m.control("stats.json")["fast_read"]
-        assert (fast is None) if read_path == "python" else (fast["reads"] > 0 and not fast["errors"])
+        s = m.control("stats.json")
+        fast, through = s["fast_read"], s["passthrough"]
+        if read_path == "python":
+            assert fast is None and through is None
+        elif read_path == "c" or not through["active"]:  # a kernel without passthrough: the C reads
+            assert fast["reads"] > 0 and not fast["errors"]
+        else:  # the kernel read the cache's files: no read reached the daemon
+            assert through["opens"] + through["opens_by_daemon"] == len(jobs) and s["reads"] == 0
+            assert through["releases"] == len(jobs) and not through["refused"]
 
 
 def test_tree_reads_back_identical(tmp_path, pvc, pvc_url):
