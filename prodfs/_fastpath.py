@@ -70,7 +70,8 @@ class FastReads:
         self._seen = [0] * slots
 
     @classmethod
-    def start(cls, threads: int = 4, slots: int = 4096) -> FastReads | None:
+    def start(cls, threads: int = 4, slots: int = 4096, max_fds: int = 1024) -> FastReads | None:
+        """``max_fds``: how many payload files the slots may keep open for reads (passthrough keeps none)."""
         lib = _library()
         if lib is None:
             return None
@@ -82,6 +83,7 @@ class FastReads:
         lib.prodfs_fastread_drop.restype = None
         lib.prodfs_fastread_stop.restype = None
         slots = min(slots, lib.prodfs_fastread_max_slots())
+        ctypes.c_int.in_dll(lib, "prodfs_fastread_max_fds").value = max_fds
         if lib.prodfs_fastread_start(threads) != 0:
             log.warning("cannot start the C read threads: every read goes to the daemon")
             return None

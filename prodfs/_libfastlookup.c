@@ -12,10 +12,13 @@
  * always go to pyfuse3.
  *
  * Direct-mapped on (parent, name): a collision replaces the older entry,
- * which then takes the slow path once. Only the libfuse thread, the thread
- * pyfuse3 runs Python on, reads or writes the table, so it takes no lock.
+ * which then takes the slow path once. The daemon fills the table from its
+ * thread; lookups are answered there (the wrapped `lookup`) and, with
+ * passthrough, on the thread that reads the device (`_libpassthrough.c`,
+ * through `prodfs_fastlookup_find`): a lock keeps them apart.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,7 @@ struct cached_entry {
     struct fuse_entry_param e;
 };
 
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cached_entry *table;
 static int enabled;
 
@@ -48,26 +52,43 @@ static uint32_t slot_of(uint64_t parent, const char *name, size_t len)
     return (uint32_t)(h >> (64 - LOOKUP_BITS));
 }
 
+/* The entry for (parent, name) into `*e`: 1, counted as answered; 0 if the daemon must answer. */
+int prodfs_fastlookup_find(uint64_t parent, const char *name, size_t len, struct fuse_entry_param *e)
+{
+    struct cached_entry *c;
+    int found = 0;
+
+    pthread_mutex_lock(&lock);
+    if (enabled) {
+        c = &table[slot_of(parent, name, len)];
+        found = c->name != NULL && c->parent == parent && strlen(c->name) == len && memcmp(c->name, name, len) == 0;
+        if (found) {
+            *e = c->e;
+            prodfs_fastlookup_answered++;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
 /* Called by the wrapped `lookup`: 1 if answered here, 0 for pyfuse3. */
 int prodfs_fastlookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    struct cached_entry *c;
+    struct fuse_entry_param e;
 
-    if (!enabled)
+    if (!prodfs_fastlookup_find(parent, name, strlen(name), &e))
         return 0;
-    c = &table[slot_of(parent, name, strlen(name))];
-    if (c->name == NULL || c->parent != parent || strcmp(c->name, name) != 0)
-        return 0;
-    prodfs_fastlookup_answered++;
-    fuse_reply_entry(req, &c->e);
+    fuse_reply_entry(req, &e);
     return 1;
 }
 
 int prodfs_fastlookup_start(void)
 {
+    pthread_mutex_lock(&lock);
     if (table == NULL)
         table = calloc((size_t)1 << LOOKUP_BITS, sizeof(*table));
     enabled = table != NULL;
+    pthread_mutex_unlock(&lock);
     return enabled ? 0 : -1;
 }
 
@@ -80,8 +101,14 @@ void prodfs_fastlookup_put(uint64_t parent, const char *name, uint64_t ino, uint
     struct cached_entry *c;
     char *copy;
 
-    if (!enabled || len == 0 || len > NAME_MAX_LEN || (copy = strdup(name)) == NULL)
+    if (len == 0 || len > NAME_MAX_LEN || (copy = strdup(name)) == NULL)
         return;
+    pthread_mutex_lock(&lock);
+    if (!enabled) {
+        pthread_mutex_unlock(&lock);
+        free(copy);
+        return;
+    }
     c = &table[slot_of(parent, name, len)];
     free(c->name);
     memset(c, 0, sizeof(*c));
@@ -100,15 +127,18 @@ void prodfs_fastlookup_put(uint64_t parent, const char *name, uint64_t ino, uint
     c->e.attr.st_blksize = blksize;
     c->e.attr.st_atim.tv_sec = c->e.attr.st_mtim.tv_sec = c->e.attr.st_ctim.tv_sec = t_ns / 1000000000;
     c->e.attr.st_atim.tv_nsec = c->e.attr.st_mtim.tv_nsec = c->e.attr.st_ctim.tv_nsec = t_ns % 1000000000;
+    pthread_mutex_unlock(&lock);
 }
 
 void prodfs_fastlookup_stop(void)
 {
+    pthread_mutex_lock(&lock);
     enabled = 0;
-    if (table == NULL)
-        return;
-    for (size_t i = 0; i < (size_t)1 << LOOKUP_BITS; i++)
-        free(table[i].name);
-    free(table);
-    table = NULL;
+    if (table != NULL) {
+        for (size_t i = 0; i < (size_t)1 << LOOKUP_BITS; i++)
+            free(table[i].name);
+        free(table);
+        table = NULL;
+    }
+    pthread_mutex_unlock(&lock);
 }

@@ -41,8 +41,9 @@
 
 #include "_libfastread.h"
 
-#define MAX_SLOTS 4096
-#define MAP_SIZE (1u << 16)
+#define MAX_SLOTS 65536
+#define MAP_BITS 18
+#define MAP_SIZE (1u << MAP_BITS)
 #define QUEUE_SIZE 1024
 #define MAX_THREADS 16
 
@@ -76,6 +77,11 @@ static pthread_t threads[MAX_THREADS];
 static int nthreads;
 static volatile int running; /* read without the lock on the hot path: set before any mapping */
 
+/* Set from Python: how many payload files the slots may hold open for reads (slots opened for
+ * passthrough keep none). Past it, a read goes to the daemon. */
+int prodfs_fastread_max_fds = 1024;
+static int open_fds;
+
 /* Read from Python: reads served here, bytes, reads handed back to pyfuse3 after a failed check, errors. */
 uint64_t prodfs_fastread_counters[4];
 /* Read from Python: reads served per slot, so that the cache's LRU sees what is used. */
@@ -91,8 +97,10 @@ static void unref(struct blobfile *f) /* with `lock` held */
     if (--f->refs == 0) {
         if (f->backing > 0)
             prodfs_passthrough_forget(f->backing);
-        if (f->fd >= 0)
+        if (f->fd >= 0) {
             close(f->fd);
+            __atomic_sub_fetch(&open_fds, 1, __ATOMIC_RELAXED);
+        }
         free(f->path);
         free(f);
     }
@@ -107,21 +115,30 @@ static void empty_slot(uint32_t s) /* with `lock` held */
     slots[s].gen++;
 }
 
+static int same_stat(const struct stat *st, const struct blobfile *f)
+{
+    return (uint64_t)st->st_ino == f->ino && (uint64_t)st->st_size == f->size &&
+           (uint64_t)st->st_mtim.tv_sec * 1000000000u + st->st_mtim.tv_nsec == f->mtime_ns &&
+           (uint64_t)st->st_ctim.tv_sec * 1000000000u + st->st_ctim.tv_nsec == f->ctime_ns;
+}
+
 /* `linked`: the file must also still be in the cache (a borrowed file may have been evicted since). */
-static int same(const struct blobfile *f, int linked)
+int prodfs_fastread_same(int fd, const struct blobfile *f, int linked)
 {
     struct stat st;
 
-    if (fstat(f->fd, &st) != 0 || (linked && st.st_nlink == 0))
-        return 0;
-    return (uint64_t)st.st_ino == f->ino && (uint64_t)st.st_size == f->size &&
-           (uint64_t)st.st_mtim.tv_sec * 1000000000u + st.st_mtim.tv_nsec == f->mtime_ns &&
-           (uint64_t)st.st_ctim.tv_sec * 1000000000u + st.st_ctim.tv_nsec == f->ctime_ns;
+    return fstat(fd, &st) == 0 && (!linked || st.st_nlink > 0) && same_stat(&st, f);
 }
 
-int prodfs_fastread_intact(const struct blobfile *f)
+int prodfs_fastread_open_checked(const struct blobfile *f)
 {
-    return f->fd >= 0 && same(f, 0);
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0 && !prodfs_fastread_same(fd, f, 1)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
 }
 
 void prodfs_fastread_unref(struct blobfile *f)
@@ -194,47 +211,60 @@ static void *worker(void *arg)
     return NULL;
 }
 
-struct blobfile *prodfs_fastread_acquire(uint64_t ino)
+struct blobfile *prodfs_fastread_acquire(uint64_t ino, int need_fd)
 {
-    struct mapping *m = &map[(ino * UINT64_C(0x9E3779B97F4A7C15)) >> 48];
+    struct mapping *m = &map[(ino * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - MAP_BITS)];
     struct blobfile *f = NULL;
-    uint32_t s = 0;
+    int fd;
 
     if (!running)
         return NULL;
     pthread_mutex_lock(&lock);
     if (m->inode == ino && slots[m->slot].gen == m->gen && slots[m->slot].file != NULL) {
-        s = m->slot;
-        f = slots[s].file;
+        f = slots[m->slot].file;
         f->refs++;
     }
     pthread_mutex_unlock(&lock);
     if (f == NULL)
         return NULL;
     /* Two threads may get here (libfuse's, and the passthrough reader): the first fd set wins. */
-    if (__atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0) {
+    if (need_fd && __atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0 &&
+        __atomic_add_fetch(&open_fds, 1, __ATOMIC_RELAXED) <= prodfs_fastread_max_fds) {
         int fd = open(f->path, O_RDONLY | O_CLOEXEC), none = -1;
 
-        if (fd >= 0 && !__atomic_compare_exchange_n(&f->fd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            close(fd);
+        if (fd < 0 || !__atomic_compare_exchange_n(&f->fd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (fd >= 0)
+                close(fd);
+            __atomic_sub_fetch(&open_fds, 1, __ATOMIC_RELAXED);
+        }
+    } else if (need_fd && __atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0) {
+        __atomic_sub_fetch(&open_fds, 1, __ATOMIC_RELAXED); /* at the cap: the daemon reads this one */
     }
-    if (__atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0 || !same(f, 1)) {
-        /* Changed in place, truncated or removed since it was verified: the daemon decides. */
-        pthread_mutex_lock(&lock);
-        if (slots[s].file == f)
-            empty_slot(s);
-        unref(f);
-        pthread_mutex_unlock(&lock);
-        count(2, 1);
+    if (!need_fd)
+        return f; /* the caller opens and checks a file of its own (`prodfs_fastread_open_checked`) */
+    fd = __atomic_load_n(&f->fd, __ATOMIC_ACQUIRE);
+    if (fd < 0 || !prodfs_fastread_same(fd, f, 1)) {
+        prodfs_fastread_failed(f);
         return NULL;
     }
     return f;
 }
 
+void prodfs_fastread_failed(struct blobfile *f)
+{
+    /* Changed in place, truncated or removed since it was verified: the daemon decides. */
+    pthread_mutex_lock(&lock);
+    if (slots[f->slot].file == f)
+        empty_slot(f->slot);
+    unref(f);
+    pthread_mutex_unlock(&lock);
+    count(2, 1);
+}
+
 /* Called by the wrapped `read` on the libfuse thread: 1 if the read is taken here, 0 for pyfuse3. */
 int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
 {
-    struct blobfile *f = prodfs_fastread_acquire(ino);
+    struct blobfile *f = prodfs_fastread_acquire(ino, 1);
     int queued = 0;
 
     if (f == NULL)
@@ -281,17 +311,25 @@ int64_t prodfs_fastread_put(uint32_t s, const char *path, uint64_t size, uint64_
 
 void prodfs_fastread_drop(uint32_t s)
 {
+    struct blobfile *f;
+
     if (s >= MAX_SLOTS)
         return;
     pthread_mutex_lock(&lock);
+    if ((f = slots[s].file) != NULL)
+        f->refs++;
     empty_slot(s);
     pthread_mutex_unlock(&lock);
+    if (f != NULL) { /* out of the cache: passthrough's idle records must not keep it either */
+        prodfs_passthrough_dropped(f);
+        prodfs_fastread_unref(f);
+    }
 }
 
 /* Send `inode`'s reads to slot `s`: 1, or 0 if the slot no longer holds generation `gen` (emptied here). */
 int prodfs_fastread_map(uint64_t inode, uint32_t s, uint32_t gen)
 {
-    struct mapping *m = &map[(inode * UINT64_C(0x9E3779B97F4A7C15)) >> 48];
+    struct mapping *m = &map[(inode * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - MAP_BITS)];
     int current;
 
     if (s >= MAX_SLOTS)

@@ -12,12 +12,19 @@
  *
  * libfuse 3.14 predates this (3.16 has it), so this file speaks the protocol
  * itself, through libfuse's custom I/O hooks (`fuse_session_custom_io`):
+ *  - A thread of its own reads the device (`reader`). What it can answer,
+ *    it answers there; every other request is queued for pyfuse3, whose loop
+ *    waits on an eventfd put in the device's place (`fuse_session_mount`)
+ *    and reads the queue through `io_read`. A request answered here never
+ *    enters Python: about 70 us of pyfuse3's loop saved each.
  *  - INIT: if the kernel offers FUSE_PASSTHROUGH, the reply libfuse writes
- *    is given the flag and a stacking depth of 1 (no writeback cache here).
+ *    (`io_writev`) is given the flag and a stacking depth of 1 (no writeback
+ *    cache here).
  *  - OPEN of an inode the C read path has a verified payload for
- *    (`_libfastread.c`: the same check as a read) is answered here, before
- *    libfuse or Python see it; so is its RELEASE. Every other request goes
- *    to libfuse and pyfuse3 unchanged.
+ *    (`_libfastread.c`: the same check as a read) is answered here; so is
+ *    its RELEASE.
+ *  - LOOKUP of a name the daemon handed over (`_libfastlookup.c`: names
+ *    inside versions) is answered here too.
  *  - An OPEN the daemon answers (payload not fetched or not verified yet)
  *    comes back here through `fuse_reply_open`, which this library
  *    provides ahead of libfuse's: a file handle tagged PRODFS_PASSTHROUGH_BIT
@@ -34,8 +41,8 @@
  * What a payload is checked against (inode, size, mtime, ctime) is checked
  * at each open here, where the C read path checks it at each read.
  *
- * Everything here runs on the thread that runs libfuse and Python, except
- * `prodfs_passthrough_forget`, which only closes an id.
+ * The records are used by the reader and by the thread that runs libfuse
+ * and Python (`fuse_reply_open`): a lock keeps them apart.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -47,6 +54,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -60,6 +68,7 @@
 #define INODE_MASK (PRODFS_PASSTHROUGH_BIT - 1)
 
 /* The parts of the kernel's protocol (7.40) that libfuse 3.14's headers predate. */
+#define OP_LOOKUP 1
 #define OP_OPEN 14
 #define OP_RELEASE 18
 #define OP_INIT 26
@@ -91,6 +100,15 @@ struct init_out {
     uint32_t max_write, time_gran;
     uint16_t max_pages, map_alignment;
     uint32_t flags2, max_stack_depth;
+};
+struct attr_out {
+    uint64_t ino, size, blocks, atime, mtime, ctime;
+    uint32_t atimensec, mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags;
+};
+struct entry_out {
+    uint64_t nodeid, generation, entry_valid, attr_valid;
+    uint32_t entry_valid_nsec, attr_valid_nsec;
+    struct attr_out attr;
 };
 struct open_in {
     uint32_t flags, open_flags;
@@ -163,10 +181,21 @@ struct record {
     uint64_t ino;
     int passthrough, cached; /* opens in each mode */
     struct blobfile *file;   /* the passthrough opens' file (a reference), while there are any */
+    int fd;                  /* and an fd on it, to check it has not changed */
     struct record *next;
+    struct record *idle_prev, *idle_next; /* in `idle` while the inode has no open */
 };
 #define BUCKETS (1u << 14)
 static struct record *records[BUCKETS];
+
+/*
+ * Records of payload inodes with no open left, least recently closed first, kept with their file
+ * and fd: the next open of the same file then costs one fstat instead of an open and a close. At
+ * most IDLE_MAX (fds), and never one whose file left the cache (`prodfs_passthrough_dropped`).
+ */
+#define IDLE_MAX 2048
+static struct record idle = {.idle_prev = &idle, .idle_next = &idle};
+static int idles;
 
 enum { ASK_DAEMON, PASS, KEEP_CACHE, REFUSE };
 
@@ -183,28 +212,71 @@ static struct record *record_for(uint64_t ino)
 {
     struct record **p = slot_of(ino);
 
-    if (*p == NULL && (*p = calloc(1, sizeof(**p))) != NULL)
+    if (*p == NULL && (*p = calloc(1, sizeof(**p))) != NULL) {
         (*p)->ino = ino;
+        (*p)->fd = -1;
+    }
     return *p;
+}
+
+static void unidle(struct record *r)
+{
+    r->idle_prev->idle_next = r->idle_next;
+    r->idle_next->idle_prev = r->idle_prev;
+    r->idle_prev = r->idle_next = NULL;
+    idles--;
+}
+
+static void drop_record(struct record *r)
+{
+    struct record **p = slot_of(r->ino);
+
+    if (r->idle_next != NULL)
+        unidle(r);
+    *p = r->next;
+    if (r->file != NULL)
+        prodfs_fastread_unref(r->file);
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r);
 }
 
 /* One open of `ino` in mode `how` (PASS or KEEP_CACHE) is over; with `rlock` held. */
 static void closed(uint64_t ino, int how)
 {
-    struct record **p = slot_of(ino), *r = *p;
+    struct record *r = *slot_of(ino);
 
     if (r == NULL)
         return;
-    if (how == PASS && r->passthrough > 0 && --r->passthrough == 0) {
-        prodfs_fastread_unref(r->file);
-        r->file = NULL;
-    } else if (how == KEEP_CACHE && r->cached > 0) {
+    if (how == PASS && r->passthrough > 0)
+        r->passthrough--;
+    else if (how == KEEP_CACHE && r->cached > 0)
         r->cached--;
+    if (r->passthrough > 0 || r->cached > 0)
+        return;
+    if (r->fd < 0 || !prodfs_fastread_same(r->fd, r->file, 1)) {
+        drop_record(r); /* evicted or changed: its space and its fd go now */
+        return;
     }
-    if (r->passthrough == 0 && r->cached == 0) {
-        *p = r->next;
-        free(r);
+    if (idles >= IDLE_MAX)
+        drop_record(idle.idle_next);
+    r->idle_prev = idle.idle_prev;
+    r->idle_next = &idle;
+    idle.idle_prev->idle_next = r;
+    idle.idle_prev = r;
+    idles++;
+}
+
+/* Called by `prodfs_fastread_drop`: `f` left the cache; idle records let it go. */
+void prodfs_passthrough_dropped(struct blobfile *f)
+{
+    pthread_mutex_lock(&rlock);
+    for (struct record *r = idle.idle_next, *next; r != &idle; r = next) {
+        next = r->idle_next;
+        if (r->file == f)
+            drop_record(r);
     }
+    pthread_mutex_unlock(&rlock);
 }
 
 static void forget_open(uint64_t ino, int how)
@@ -214,9 +286,10 @@ static void forget_open(uint64_t ino, int how)
     pthread_mutex_unlock(&rlock);
 }
 
-static int registered(struct blobfile *f)
+/* Give `f` (open as `fd`) a passthrough id, once per payload file; 0 if the kernel refuses. */
+static int registered(struct blobfile *f, int fd)
 {
-    struct backing_map m = {.fd = f->fd};
+    struct backing_map m = {.fd = fd};
     int id;
 
     if (f->backing > 0)
@@ -235,34 +308,50 @@ static int registered(struct blobfile *f)
 }
 
 /*
- * How to open `ino`; `f` is its checked payload file or NULL, and the reference to it is taken over.
- * PASS fills `*backing` and counts the open in the inode's record; KEEP_CACHE counts it in page-cache mode.
+ * How to open `ino`, with `rlock` held. PASS fills `*backing` and counts the open in the inode's
+ * record; KEEP_CACHE counts it in page-cache mode; ASK_DAEMON: the daemon decides.
  */
-static int choose(uint64_t ino, struct blobfile *f, int32_t *backing)
+static int choose(uint64_t ino, int32_t *backing)
 {
     struct record *r = *slot_of(ino);
+    struct blobfile *f;
+    int fd;
 
-    if (r != NULL && (r->cached > 0 || r->passthrough > 0)) {
-        if (f != NULL)
-            prodfs_fastread_unref(f);
+    if (r != NULL && r->idle_next != NULL) {
+        unidle(r);
+        if (!prodfs_fastread_same(r->fd, r->file, 1)) {
+            drop_record(r);
+            r = NULL;
+        }
+    }
+    if (r != NULL) {
         if (r->cached > 0)
             return KEEP_CACHE;
-        /* The kernel keeps the inode on the file its open files use: the same one, if unchanged. */
-        if (!prodfs_fastread_intact(r->file))
+        /* The kernel keeps the inode on the file its open files use: the same one, if unchanged.
+         * (An idle record was checked above, with the cache: it has no open files.) */
+        if (r->passthrough > 0 && !prodfs_fastread_same(r->fd, r->file, 0))
             return REFUSE;
         r->passthrough++;
         *backing = r->file->backing;
         prodfs_fastread_used(r->file);
         return PASS;
     }
-    if (f == NULL)
+    if ((f = prodfs_fastread_acquire(ino, 0)) == NULL)
         return ASK_DAEMON;
-    if (!registered(f) || (r = record_for(ino)) == NULL) {
+    /* An fd for as long as the inode is open (and a while after): the slot itself keeps none
+     * (there may be tens of thousands of slots), and later opens check that this file is unchanged. */
+    if ((fd = prodfs_fastread_open_checked(f)) < 0) {
+        prodfs_fastread_failed(f); /* the daemon checks or fetches it, and registers it again */
+        return ASK_DAEMON;
+    }
+    if (!registered(f, fd) || (r = record_for(ino)) == NULL) {
+        close(fd);
         prodfs_fastread_unref(f);
         return ASK_DAEMON;
     }
     r->passthrough = 1;
     r->file = f;
+    r->fd = fd;
     *backing = f->backing;
     prodfs_fastread_used(f);
     return PASS;
@@ -277,11 +366,48 @@ static int reply(uint64_t unique, int error, const void *arg, size_t len)
     return writev(devfd, iov, len ? 2 : 1) >= 0 || errno != ENOENT;
 }
 
+/* In _libfastlookup.c: the entry the daemon handed over for (parent, name), if it did. */
+int prodfs_fastlookup_find(uint64_t parent, const char *name, size_t len, struct fuse_entry_param *e);
+
+static void split_timeout(double t, uint64_t *sec, uint32_t *nsec)
+{
+    *sec = t <= 0.0 ? 0 : t >= 1e18 ? UINT64_C(1000000000000000000) : (uint64_t)t;
+    *nsec = t <= 0.0 || t >= 1e18 ? 0 : (uint32_t)((t - (double)*sec) * 1e9);
+}
+
+/* A LOOKUP inside a version whose directory the daemon handed over (as libfuse would encode it). */
+static int answer_lookup(const struct in_header *h, const char *name, size_t room)
+{
+    size_t len = strnlen(name, room);
+    struct fuse_entry_param e;
+    struct entry_out out = {0};
+    const struct stat *st = &e.attr;
+
+    if (len == room || !prodfs_fastlookup_find(h->nodeid, name, len, &e))
+        return 0;
+    out.nodeid = e.ino;
+    out.generation = e.generation;
+    split_timeout(e.entry_timeout, &out.entry_valid, &out.entry_valid_nsec);
+    split_timeout(e.attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+    out.attr = (struct attr_out){
+        .ino = st->st_ino, .size = (uint64_t)st->st_size, .blocks = (uint64_t)st->st_blocks,
+        .atime = (uint64_t)st->st_atim.tv_sec, .mtime = (uint64_t)st->st_mtim.tv_sec, .ctime = (uint64_t)st->st_ctim.tv_sec,
+        .atimensec = (uint32_t)st->st_atim.tv_nsec, .mtimensec = (uint32_t)st->st_mtim.tv_nsec,
+        .ctimensec = (uint32_t)st->st_ctim.tv_nsec, .mode = st->st_mode, .nlink = (uint32_t)st->st_nlink,
+        .uid = st->st_uid, .gid = st->st_gid, .rdev = (uint32_t)st->st_rdev, .blksize = (uint32_t)st->st_blksize,
+    };
+    reply(h->unique, 0, &out, sizeof(out));
+    return 1;
+}
+
 /* A request answered here: 1, or 0 to hand it to libfuse. */
 static int answer(const char *buf, size_t n)
 {
     const struct in_header *h = (const struct in_header *)buf;
     int how, done = 1;
+
+    if (h->opcode == OP_LOOKUP && n > sizeof(*h))
+        return answer_lookup(h, buf + sizeof(*h), n - sizeof(*h));
 
     if (h->opcode == OP_OPEN && n >= sizeof(*h) + sizeof(struct open_in) &&
         __atomic_load_n(&prodfs_passthrough_active, __ATOMIC_RELAXED)) {
@@ -291,9 +417,7 @@ static int answer(const char *buf, size_t n)
         if (in->flags & WRITE_FLAGS)
             return 0; /* the daemon says EROFS */
         pthread_mutex_lock(&rlock);
-        /* A checked file is only needed for the first open; later ones use the record's. */
-        how = choose(h->nodeid, *slot_of(h->nodeid) == NULL ? prodfs_fastread_acquire(h->nodeid) : NULL,
-                     &out.backing_id);
+        how = choose(h->nodeid, &out.backing_id);
         if (how == REFUSE) {
             count(3);
             reply(h->unique, EIO, NULL, 0);
@@ -543,7 +667,7 @@ int fuse_reply_open(fuse_req_t req, const struct fuse_file_info *fi)
     if (!(fi->fh & PRODFS_PASSTHROUGH_BIT))
         return real_reply_open(req, fi);
     pthread_mutex_lock(&rlock);
-    how = choose(ino, *slot_of(ino) == NULL ? prodfs_fastread_acquire(ino) : NULL, &out.backing_id);
+    how = choose(ino, &out.backing_id);
     if (how == PASS) {
         count(1);
     } else if (how == REFUSE) {

@@ -429,8 +429,11 @@ class Daemon:
                 log.warning("every open and listing goes to the daemon (slower): %s", _zeroopen.why_unavailable())
         if self.opts.no_fast_path:
             return
-        # a slot holds an fd: leave most of the limit to the cache and the kernel's requests
-        ops.fast = FastReads.start(slots=min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+        # A slot read in C holds an fd: leave most of the limit to the cache and the kernel's
+        # requests. With passthrough, every open of a payload needs its slot and none keeps an fd.
+        fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4
+        passthrough = not self.opts.no_passthrough
+        ops.fast = FastReads.start(slots=65536 if passthrough else min(4096, fds), max_fds=fds)
         if ops.fast is None:
             log.info("reads and lookups go to the daemon: %s",
                      _zeroopen.why_unavailable() or "the C read path did not start")
