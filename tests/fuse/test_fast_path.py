@@ -43,6 +43,17 @@ def _blob(cache: Path, data: bytes) -> Path:
     return cache / "blobs" / sha[:2] / sha
 
 
+def damage_in_place(blob: Path, damage: str) -> None:
+    """Flip a byte of a cached payload, or cut it in half, keeping its inode."""
+    raw = bytearray(blob.read_bytes())
+    if damage == "flip":
+        raw[12345 % len(raw)] ^= 0xFF
+    else:
+        del raw[len(raw) // 2:]
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(raw))
+
+
 def test_a_new_daemon_answers_every_read_of_cached_payloads_in_c(tmp_path, pvc, pvc_url):
     files = _payloads(1)
     pvc.publish(PRI, file_tree(tmp_path / "src", files))
@@ -80,13 +91,7 @@ def test_a_payload_changed_on_disk_goes_back_to_the_daemon(tmp_path, pvc, pvc_ur
         assert (m / PRI / "plate.exr").read_bytes() == data
         blob = _blob(cache, data)
         for damage in ("flip", "truncate"):
-            raw = bytearray(blob.read_bytes())
-            if damage == "flip":
-                raw[12345] ^= 0xFF
-            else:
-                del raw[len(raw) // 2:]
-            os.chmod(blob, 0o644)
-            blob.write_bytes(bytes(raw))  # in place: the same inode the C path holds open
+            damage_in_place(blob, damage)  # the same inode the C path holds open
             # another path to the same content: a new inode, no kernel page cache to answer
             assert (m / f"{PRI}@1" / "plate.exr").read_bytes() == data, damage
             _drop_page_cache()

@@ -20,7 +20,7 @@ import random
 
 import pytest
 
-from tests.fuse.test_fast_path import CHANGED_LOG, _blob, _one_plate, _payloads, _read_all
+from tests.fuse.test_fast_path import CHANGED_LOG, _blob, _one_plate, _payloads, _read_all, damage_in_place
 from tests.fuse.test_namespace import PRI, _drop_page_cache
 from tests.support.helpers import file_tree, mounted
 
@@ -67,13 +67,7 @@ def test_a_payload_changed_on_disk_is_never_opened_again(tmp_path, pvc, pvc_url)
         assert (m / PRI / "plate.exr").read_bytes() == data
         blob = _blob(cache, data)
         for damage in ("flip", "truncate"):
-            raw = bytearray(blob.read_bytes())
-            if damage == "flip":
-                raw[4321] ^= 0xFF
-            else:
-                del raw[len(raw) // 3:]
-            os.chmod(blob, 0o644)
-            blob.write_bytes(bytes(raw))  # in place: the file the kernel was given
+            damage_in_place(blob, damage)  # the file the kernel was given
             _drop_page_cache()
             assert (m / PRI / "plate.exr").read_bytes() == data, damage
             assert (m / f"{PRI}@1" / "plate.exr").read_bytes() == data, damage
