@@ -528,11 +528,16 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
     int gone;
 
     (void)userdata;
-    if (!reader_on) { /* no reader thread: the device, as libfuse would */
+    if (!reader_on) { /* no reader thread: the device, answering here what can be */
         ssize_t n = read(fd, buf, len);
 
-        if (n >= (ssize_t)sizeof(struct in_header))
+        if (n >= (ssize_t)sizeof(struct in_header)) {
             note_init(buf, (size_t)n);
+            if (answer(buf, (size_t)n)) {
+                errno = EINTR; /* pyfuse3 waits for the next one */
+                return -1;
+            }
+        }
         return n;
     }
     if (read(fd, &one, sizeof(one)) != sizeof(one)) {
@@ -561,10 +566,13 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
+    uint64_t init = __atomic_load_n(&init_unique, __ATOMIC_ACQUIRE);
+
     (void)fd; /* the eventfd, once the reader runs: replies go to the device */
     (void)userdata;
-    if (count == 2 && iov[0].iov_len == sizeof(struct out_header) &&
-        ((struct out_header *)iov[0].iov_base)->unique == __atomic_load_n(&init_unique, __ATOMIC_ACQUIRE)) {
+    /* (notifications carry unique 0: never taken for the INIT reply) */
+    if (init != 0 && count == 2 && iov[0].iov_len == sizeof(struct out_header) &&
+        ((struct out_header *)iov[0].iov_base)->unique == init) {
         struct out_header *out = iov[0].iov_base;
         struct init_out *arg = iov[1].iov_base;
 

@@ -450,7 +450,14 @@ class Daemon:
         for delay in (0.05, 0.5, 2.0):
             await trio.sleep(delay)
             if raise_readahead(self.mountpoint) is None:
-                return
+                break
+        # INIT is answered by now: say once whether payloads are opened in passthrough.
+        p = self.ops.passthrough if self.ops else None
+        if p is not None and p.active:
+            log.info("payloads are opened in passthrough: the kernel reads them from the cache")
+        elif p is not None:
+            log.info("no passthrough (%s): payloads are read through the daemon",
+                     p.why_inactive() or "the kernel did not offer it")
 
     async def _serve(self, scope: trio.CancelScope) -> None:
         try:
