@@ -1,8 +1,10 @@
-"""Requests answered in C, by the zero-open library (`_libfastread.c`, `_libfastlookup.c`).
+"""Requests answered in C, by the zero-open library (`_libfastread.c`, `_libfastlookup.c`, `_libpassthrough.c`).
 
 A request that reaches pyfuse3 costs about 150 us of CPU on the event loop
-before the handler runs. Two kinds of request need nothing the daemon does
-not already know, and the library answers them on its own:
+before the handler runs. Three kinds of request need nothing the daemon does
+not already know, and the library answers them on its own (with passthrough,
+on a thread of its own that reads the device and queues the other requests
+for pyfuse3):
 
 - READ of a payload that is local and verified (`FastReads`). The daemon
   registers an inode once it knows that (at lookup, or after serving a read
@@ -12,8 +14,9 @@ not already know, and the library answers them on its own:
   `prodfs.fs.Operations.read` as before, which fetches, verifies or
   refetches, and registers the inode again. Registration is by content: a
   slot per payload (a file of the cache, opened by the library at its first
-  read), `slots` of them at most, least recently registered reused first,
-  and a map from inode to slot.
+  read; with passthrough, at its first open, and only while it is open),
+  `slots` of them at most, least recently registered reused first, and a
+  map from inode to slot.
 - OPEN of such a payload, when the kernel can read the cache's file itself
   (`Passthrough`, Linux 6.9 or later, as root): the open binds the FUSE
   file to the cache's file, and its reads, mmaps and readahead never reach
@@ -26,7 +29,7 @@ not already know, and the library answers them on its own:
   answered there. Root names, which move with the context, always come to
   the daemon.
 
-Both count what they answer; the daemon adds that to its own counters.
+Each counts what it answers; the daemon adds that to its own counters.
 """
 
 from __future__ import annotations
