@@ -230,15 +230,16 @@ class Daemon:
         requests = c.get("requests", 0)
         fast = self.ops.fast.counters() if self.ops and self.ops.fast else {}
         fast_lookups = self.ops.fast_lookups.answered if self.ops and self.ops.fast_lookups else None
+        through = self._passthrough_status()
         return self.stats.to_json(
             # requests answered in C count as such; the rest of their counters stand apart
             lookups=self.stats.lookups + (fast_lookups or 0),
-            opens=self.stats.opens + (self.ops.passthrough.counters()["opens"] if self.ops and self.ops.passthrough else 0),
+            opens=self.stats.opens + (through["opens"] if through else 0),
             fast_lookups=fast_lookups,
             reads=self.stats.reads + fast.get("reads", 0),
             bytes_read=self.stats.bytes_read + fast.get("bytes_read", 0),
             fast_read=fast or None,
-            passthrough=self._passthrough_status(),
+            passthrough=through,
             mountpoint=self.mountpoint,
             pvc=self.opts.pvc,
             pvc_requests=requests,
