@@ -154,21 +154,12 @@ static int kernel_offers;
 /* Records are used by the reader thread and by libfuse's (pyfuse3's) thread. */
 static pthread_mutex_t rlock = PTHREAD_MUTEX_INITIALIZER;
 
-/* libfuse's own functions, which the ones below stand in front of (NULL: pyfuse3 is not bound to them). */
-static void prodfs_passthrough_resolve(void)
+/* Called by _libzeroopen.c's constructor with libfuse's handle: find libfuse's own functions, which
+ * the ones below stand in front of. 1 when found: the library may stand in front of them. */
+int prodfs_passthrough_resolved(void *lib)
 {
-    void *lib = dlopen("libfuse3.so.3", RTLD_LAZY | RTLD_NOLOAD);
-
-    if (lib != NULL) {
-        real_reply_open = (reply_open_fn)dlvsym(lib, "fuse_reply_open", "FUSE_3.0");
-        real_mount = (mount_fn)dlvsym(lib, "fuse_session_mount", "FUSE_3.0");
-    }
-}
-
-/* 1 when libfuse's functions were found: the library may stand in front of them. */
-int prodfs_passthrough_resolved(void)
-{
-    prodfs_passthrough_resolve();
+    real_reply_open = (reply_open_fn)dlvsym(lib, "fuse_reply_open", "FUSE_3.0");
+    real_mount = (mount_fn)dlvsym(lib, "fuse_session_mount", "FUSE_3.0");
     return real_reply_open != NULL && real_mount != NULL;
 }
 
@@ -628,7 +619,6 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint)
         close(stale);
     stale = -1;
     fd = fuse_session_fd(se);
-    devfd = fd;
     /* The device under a new number, kept for the life of the process: threads may still reply. */
     if ((devfd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
         devfd = fd;

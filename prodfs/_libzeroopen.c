@@ -43,7 +43,7 @@ static read_fn real_read, real_readdirplus;
 static struct fuse_lowlevel_ops wrapped_ops;
 
 /* In _libpassthrough.c: 1 when libfuse's functions it stands in front of were found. */
-int prodfs_passthrough_resolved(void);
+int prodfs_passthrough_resolved(void *libfuse);
 
 /* Read from Python: 1 when libfuse's own fuse_session_new (and the others) were found. */
 int prodfs_zeroopen_ready;
@@ -57,7 +57,7 @@ __attribute__((constructor)) static void prodfs_zeroopen_resolve(void)
 
     if (lib != NULL)
         real_session_new = (session_new_fn)dlvsym(lib, "fuse_session_new", "FUSE_3.0");
-    prodfs_zeroopen_ready = real_session_new != NULL && prodfs_passthrough_resolved();
+    prodfs_zeroopen_ready = real_session_new != NULL && prodfs_passthrough_resolved(lib);
 }
 
 static inline void tag_handle(fuse_ino_t ino, struct fuse_file_info *fi)

@@ -386,7 +386,7 @@ class Daemon:
         options = {"fsname=prodfs", "subtype=prodfs", "ro", "default_permissions"}
         if self.opts.allow_other:
             options.add("allow_other")
-        if not (self.opts.no_fast_path or self.opts.no_passthrough):
+        if self._passthrough_wanted:
             Passthrough.want()  # offered to the kernel when it sends INIT
         try:
             pyfuse3.init(ops, self.mountpoint, options)
@@ -422,6 +422,10 @@ class Daemon:
             await self.feed_client.aclose()
             log.info("unmounted %s", self.mountpoint)
 
+    @property
+    def _passthrough_wanted(self) -> bool:
+        return not (self.opts.no_fast_path or self.opts.no_passthrough)
+
     def _fast_paths(self, ops: Operations) -> None:
         """What the kernel and the C library answer without the daemon, once the session exists."""
         if not self.opts.no_zero_open:
@@ -433,8 +437,7 @@ class Daemon:
         # A slot read in C holds an fd: leave most of the limit to the cache and the kernel's
         # requests. With passthrough, every open of a payload needs its slot and none keeps an fd.
         fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4
-        passthrough = not self.opts.no_passthrough
-        ops.fast = FastReads.start(slots=65536 if passthrough else min(4096, fds), max_fds=fds)
+        ops.fast = FastReads.start(slots=65536 if self._passthrough_wanted else min(4096, fds), max_fds=fds)
         if ops.fast is None:
             log.info("reads and lookups go to the daemon: %s",
                      _zeroopen.why_unavailable() or "the C read path did not start")
