@@ -121,6 +121,18 @@ class Ledger:
         except sqlite3.Error as exc:
             self._failed(exc)
 
+    def put_many(self, records: Sequence[tuple[str, Signature]]) -> None:
+        """Record many signatures in one transaction."""
+        if self._db is None or not records:
+            return
+        try:
+            with self._db:  # one commit for the lot
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?)",
+                                     [(sha, *sig) for sha, sig in records])
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
     def drop(self, sha: str) -> None:
         if self._db is None:
             return

@@ -21,6 +21,7 @@ does not tell the daemon when a file is opened or closed (see
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import trio
 
-from pvc_client import sha256_file
+from pvc_client import Entry, sha256_file, syncfs
+from pvc_client import PACK_BLOB_LIMIT, Frame, plan_packs
 
 from ._coalesce import Coalescer
 from ._ledger import Ledger, Signature, fsignature_of, signature_of
@@ -48,6 +50,9 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 # download(sha, sink) -> bytes written; the PVC client's download_blob fits.
 Downloader = Callable[[str, "object"], Awaitable[int]]
+# download_pack(shas, deliver) -> bytes delivered; the PVC client's download_pack fits
+# (it hands ``deliver`` frames that hash to their names).
+PackDownloader = Callable[[Sequence[str], Callable[[list[Frame]], Awaitable[None]]], Awaitable[int]]
 
 
 class CorruptBlob(OSError):
@@ -68,6 +73,7 @@ class BlobCache:
         threads: int = 4,
         max_fds: int = 256,
         trust_ledger: bool = True,
+        download_pack: PackDownloader | None = None,
     ) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs"
@@ -76,6 +82,11 @@ class BlobCache:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._download = download
+        self._download_pack = download_pack
+        # blobs on their way in a pack: `ensure` waits for the pack instead of asking again
+        self._arriving: dict[str, trio.Event] = {}
+        # verified here, their ledger records waiting for the data to be on disk (`sync_ledger`)
+        self._unsynced: list[str] = []
         self.max_bytes = max_bytes
         self.stats = stats or Stats()
         self._limiter = trio.CapacityLimiter(threads)
@@ -230,13 +241,49 @@ class BlobCache:
         self.release(sha)
 
     def close(self) -> None:
-        """Close the kept fds and the ledger (at unmount)."""
+        """Close the kept fds and the ledger (at unmount), recording what waits to be."""
         while self._fds:
             self._drop_fd(next(iter(self._fds)))
+        if self._unsynced:
+            syncfs(self.blob_dir)
+            self._record_synced(self._take_unsynced())
         self.ledger.close()
+
+    # -- the ledger, written behind ------------------------------------------
+    # A fetched blob is trusted by this process at once (it hashed the bytes
+    # it wrote), but other processes may trust it only once its bytes are on
+    # disk: the ledger record waits for one sync of the cache's filesystem
+    # for the lot, instead of an fsync per blob on the path of an open.
+    def _pending_record(self, sha: str) -> None:
+        self._unsynced.append(sha)
+
+    def _take_unsynced(self) -> list[str]:
+        shas, self._unsynced = self._unsynced, []
+        return shas
+
+    def _record_synced(self, shas: Iterable[str]) -> None:
+        # the signature as verified: a file changed since no longer matches it, and is hashed again
+        self.ledger.put_many([(sha, sig) for sha in shas if (sig := self._verified.get(sha)) is not None])
+
+    async def sync_ledger(self) -> int:
+        """Make the blobs fetched since the last call durable, then record them in the ledger."""
+        shas = self._take_unsynced()
+        if shas:
+            await trio.to_thread.run_sync(syncfs, self.blob_dir, limiter=self._limiter)
+            self._record_synced(shas)
+        return len(shas)
+
+    async def keep_ledger(self, every: float = 1.0) -> None:
+        """A task: `sync_ledger` every ``every`` seconds while there is something to record."""
+        while True:
+            await trio.sleep(every)
+            await self.sync_ledger()
 
     async def ensure(self, sha: str, size: int) -> Path:
         """Return the local path of a verified blob, fetching it if needed."""
+        arriving = self._arriving.get(sha)
+        if arriving is not None:  # in a pack on its way: wait for it rather than ask again
+            await arriving.wait()
         if sha in self._verified:
             if self._verified[sha] == signature_of(self.path(sha)):
                 self._lru.move_to_end(sha)
@@ -289,7 +336,7 @@ class BlobCache:
             if actual == sha:
                 self._verified[sha] = before
                 if not trusted and signature_of(path) == before:  # not changed while it was hashed
-                    self.ledger.put(sha, before)
+                    self._pending_record(sha)
                 self._lru.move_to_end(sha)
                 self.stats.cache_hits += 1
                 return path
@@ -306,10 +353,10 @@ class BlobCache:
         tmp = self.tmp_dir / f"{sha}.{uuid.uuid4().hex[:8]}"
         try:
             started = time.monotonic()
-            with open(tmp, "wb") as sink:
+            with open(tmp, "wb") as f:
+                sink = _HashingWriter(f)  # hashed as it arrives: never read back
                 written = await self._download(sha, sink)
-                await trio.to_thread.run_sync(_flush_and_sync, sink, limiter=self._limiter)
-            actual = await trio.to_thread.run_sync(sha256_file, tmp, limiter=self._limiter)
+            actual = sink.hexdigest()
             if actual != sha:
                 self.stats.error(f"blob {sha} from the service hashes to {actual}")
                 log.error("cache: blob %s from the service hashes to %s: refused", sha[:12], actual[:12])
@@ -320,13 +367,78 @@ class BlobCache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._lru[sha] = written
-        self.size += written
-        self._verified[sha] = signature_of(self.path(sha))  # after the rename, which sets the ctime
-        self.ledger.put(sha, self._verified[sha])
-        self.stats.blobs_fetched += 1
-        self.stats.bytes_fetched += written
+        self._landed(sha, written, signature_of(self.path(sha)))  # after the rename, which sets the ctime
         log.debug("cache: fetched %s (%d bytes, %.3fs)", sha[:12], written, time.monotonic() - started)
+
+    def _landed(self, sha: str, size: int, signature: Signature | None) -> None:
+        if sha not in self._lru:
+            self._lru[sha] = size
+            self.size += size
+        self._lru.move_to_end(sha)
+        self._verified[sha] = signature
+        self._pending_record(sha)
+        self.stats.blobs_fetched += 1
+        self.stats.bytes_fetched += size
+
+    # -- many at once ---------------------------------------------------------
+    async def fetch_many(self, items: Iterable[tuple[str, int]]) -> int:
+        """Fetch, in packs, the small blobs of ``items`` that are neither here nor on their way.
+
+        The blobs come in the order given (put the one a reader waits for
+        first); each one's waiters in `ensure` go on as soon as it lands.
+        Large blobs, blobs already on disk (verified or not) and blobs any
+        task is fetching are left to `ensure`. A failed pack is not retried
+        here: its blobs are fetched one by one when asked for. Returns how
+        many blobs were asked for.
+        """
+        if self._download_pack is None:
+            return 0
+        todo: dict[str, int] = {}
+        for sha, size in items:
+            if (0 < size <= PACK_BLOB_LIMIT and sha not in todo and sha not in self._verified
+                    and sha not in self._arriving and not self._fetches.in_flight(sha)
+                    and not os.path.exists(self._path_str(sha))):
+                todo[sha] = size
+        if not todo:
+            return 0
+        waits = {sha: trio.Event() for sha in todo}
+        self._arriving.update(waits)
+        try:
+            for pack in plan_packs(list(todo.items())):
+                self._evict_for(sum(size for _, size in pack))
+                await self._download_pack([sha for sha, _ in pack], self._store_frames)
+        finally:
+            for sha, event in waits.items():
+                if self._arriving.get(sha) is event:
+                    del self._arriving[sha]
+                event.set()
+        return len(todo)
+
+    async def _store_frames(self, frames: list[Frame]) -> None:
+        landed = await trio.to_thread.run_sync(self._write_frames, frames, limiter=self._limiter)
+        for frame, signature in zip(frames, landed):
+            self._landed(frame.sha256, len(frame.data), signature)
+            event = self._arriving.pop(frame.sha256, None)
+            if event is not None:
+                event.set()
+
+    def _write_frames(self, frames: list[Frame]) -> list[Signature | None]:
+        """Write verified frames into place (a worker thread): tmp, then rename, as `_fetch` does."""
+        out: list[Signature | None] = []
+        for frame in frames:
+            final = self.path(frame.sha256)
+            tmp = f"{self.tmp_dir}/{frame.sha256}.{uuid.uuid4().hex[:8]}"
+            try:
+                with open(tmp, "xb") as f:  # a buffered write: a short write is completed, a full disk raises
+                    f.write(frame.data)
+                final.parent.mkdir(exist_ok=True)
+                os.replace(tmp, final)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            out.append(signature_of(final))
+        return out
 
     def usage(self) -> dict:
         return {
@@ -337,6 +449,26 @@ class BlobCache:
             "open": len(self._open),
             "fds": len(self._fds),
         }
+
+
+def fetch_ahead_plan(wanted: Entry, neighbours: Iterable[Entry], budget: int) -> list[tuple[str, int]]:
+    """What to ask for when ``wanted`` must be fetched: it first, then small neighbours, ``budget`` bytes in all.
+
+    Files of one directory of a version tend to be read together (a shot's
+    layers, a sequence of frames, a texture set): one pack for them costs
+    about what the request for the first one alone does.
+    """
+    assert wanted.sha256 is not None
+    plan = [(wanted.sha256, wanted.size)]
+    total = wanted.size
+    for e in neighbours:
+        if e.type != "file" or not e.size or e.sha256 is None or e.sha256 == wanted.sha256:
+            continue
+        if e.size > PACK_BLOB_LIMIT or total + e.size > budget:
+            continue
+        plan.append((e.sha256, e.size))
+        total += e.size
+    return plan
 
 
 @dataclass
@@ -383,6 +515,17 @@ def check_cache(root: str | os.PathLike, progress: Callable[[int, int], None] | 
     return report
 
 
-def _flush_and_sync(f) -> None:
-    f.flush()
-    os.fsync(f.fileno())
+class _HashingWriter:
+    """A file sink that hashes what goes through it."""
+
+    def __init__(self, f) -> None:  # noqa: ANN001 - a binary file
+        self._f = f
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        return self._f.write(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+

@@ -74,7 +74,7 @@ class Daemon:
         self.saved = SavedContexts(self.cache_dir)
         self.io_limiter = trio.CapacityLimiter(8)
         self.blobs = BlobCache(self.cache_dir, self.client.download_blob, max_bytes=opts.cache_size, stats=self.stats,
-                               trust_ledger=opts.cache_verify == "once")
+                               trust_ledger=opts.cache_verify == "once", download_pack=self.client.download_pack)
         self.versions = VersionStore(self._fetch_version, self.cache_dir, self.stats)
         self.state: MountState
         self.namespace: Namespace
@@ -405,6 +405,7 @@ class Daemon:
                     nursery.start_soon(self.watch_service)
                 nursery.start_soon(self._serve, nursery.cancel_scope)
                 nursery.start_soon(self._readahead)
+                nursery.start_soon(self.blobs.keep_ledger)
                 if ops.fast_lookups is not None:
                     nursery.start_soon(ops.hand_over_listings)
                 await trio.sleep(0)

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from pvc_client import Entry, InvalidInput, NotFound, PVCError, Unauthorized
+from pvc_client import PACK_BLOB_LIMIT, Entry, InvalidInput, NotFound, PVCError, Unauthorized, Unavailable
 
 from ._fastpath import PASSTHROUGH_BIT, FastLookups, FastReads, Passthrough
 from ._fuse import pyfuse3
 from ._zeroopen import INODE_BIT
+from .blob_cache import fetch_ahead_plan
 from .control import ControlSnapshots, Snapshot
 from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_TOP, ROOT, FsError, Node
 
@@ -426,6 +427,8 @@ class Operations(pyfuse3.Operations):
             # a rendering's inode never changes; what a listed control file serves does
             return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=not self.control.owns(inode))
         entry = self._file_entry(content)
+        if entry.size and entry.sha256 not in self.daemon.blobs:
+            await self._fetch_ahead(content, entry)
         if entry.size and passthrough:
             await self.daemon.blobs.ensure(entry.sha256, entry.size)  # fetched and verified: errors belong to open
             self._offer([(inode, entry)])
@@ -438,6 +441,28 @@ class Operations(pyfuse3.Operations):
         self._handles[fh] = _Handle(inode, sha=entry.sha256 if entry.size else None)
         # The content behind an inode never changes: let the kernel keep it.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def _fetch_ahead(self, node: Node, entry: Entry) -> None:
+        """A payload not in the cache: fetch it with its small neighbours, in one request.
+
+        Anything but an outage is left to the fetch of the one payload that
+        follows (it reports its own error); an outage fails the open now
+        rather than after a second wait.
+        """
+        blobs = self.daemon.blobs
+        budget = self.daemon.opts.fetch_ahead
+        if blobs.max_bytes is not None:  # a guess never takes more than an eighth of a bounded cache
+            budget = min(budget, blobs.max_bytes // 8)
+        if entry.size > min(budget, PACK_BLOB_LIMIT):
+            return
+        try:
+            plan = fetch_ahead_plan(entry, await self.ns.neighbours(node), budget)
+            if len(plan) > 1:  # alone, it streams to disk and resumes where it broke: `ensure` does that
+                await blobs.fetch_many(plan)
+        except Unavailable:
+            raise
+        except (PVCError, OSError) as exc:
+            log.info("fetching %s with its neighbours: %s; fetching it alone", entry.path, exc)
 
     @staticmethod
     def _file_entry(node: Node) -> Entry:
@@ -463,6 +488,8 @@ class Operations(pyfuse3.Operations):
         # ask the disk for what is there, so that a read ending at EOF is
         # complete rather than short (a short one would take the slow path).
         size = min(size, entry.size - off)
+        if entry.sha256 not in self.daemon.blobs:  # zero-message opens: the first read is the first sign
+            await self._fetch_ahead(content, entry)
         out = await self._pread(entry.sha256, entry.size, size, off) if size > 0 else b""
         self.stats.bytes_read += len(out)
         if self.fast is not None:

@@ -202,6 +202,11 @@ class Namespace:
         self.state.record_use(node.view)  # type: ignore[arg-type]
         return [(e.path.rpartition("/")[2], self.child(node, e)) for e in tree.listing(node.path) or ()]
 
+    async def neighbours(self, node: Node) -> list[Entry]:
+        """The entries of the directory a version's file is in (the file among them)."""
+        tree = await self.tree(self.node(node.top))
+        return tree.listing(node.path.rpartition("/")[0]) or []
+
     # -- attributes --------------------------------------------------------
     def mode(self, node: Node) -> int:
         if node.kind in (K_ROOT, K_CTRL_DIR, K_TOP):

@@ -78,6 +78,9 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
                        help="once: trust a cached payload hashed before, by any process, while its file is "
                             "unchanged (inode, size, mtime, ctime; `prodfs fsck` re-hashes them all); "
                             "per-mount: hash each payload again at its first use by this daemon")
+    cache.add_argument("--fetch-ahead", type=parse_size, default=4 << 20, metavar="SIZE",
+                       help="when a payload must come from PVC, bring the small payloads of its directory "
+                            "along in the same request, up to SIZE in all (default 4M; 0: only the one opened)")
     cache.add_argument("--no-zero-open", action="store_true",
                        help="send every open and directory listing to the daemon instead of letting the "
                             "kernel answer warm ones itself (slower; for diagnosis)")

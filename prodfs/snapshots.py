@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from pvc_client import PVCClient, format_time, from_micros, to_micros, utcnow
+from pvc_client import PACK_BLOB_LIMIT, PVCClient, format_time, from_micros, plan_packs, to_micros, utcnow
 
 from .blob_cache import BlobCache
 from .context import Context
@@ -87,7 +87,7 @@ async def prefetch(
     record = snapshot["record"]
     graph = Graph.from_json(await client.index(as_of=record["context"]["pin"]))
     versions = VersionStore(client.get_version, cache_dir)
-    blobs = BlobCache(cache_dir, client.download_blob)
+    blobs = BlobCache(cache_dir, client.download_blob, download_pack=client.download_pack)
     trees: list[VersionTree] = []
     for pri, number in sorted(record["choices"].items()):
         product = graph.get(pri)
@@ -104,17 +104,28 @@ async def prefetch(
     done = 0
     limiter = trio.Semaphore(parallel)
 
-    async def one(sha: str, size: int) -> None:
+    async def some(group: list[tuple[str, int]]) -> None:
+        # small payloads come a pack at a time; `ensure` then checks each one (or
+        # fetches it alone: a large one, or one a failed pack did not bring)
         nonlocal done
         async with limiter:
-            await blobs.ensure(sha, size)
-        done += size
-        if progress:
-            progress(done, total, sha)
+            if len(group) > 1:
+                await blobs.fetch_many(group)
+            for sha, size in group:
+                await blobs.ensure(sha, size)
+                done += size
+                if progress:
+                    progress(done, total, sha)
 
-    async with trio.open_nursery() as nursery:
-        for sha, size in sorted(wanted.items()):
-            nursery.start_soon(one, sha, size)
+    small = [(sha, size) for sha, size in sorted(wanted.items()) if size <= PACK_BLOB_LIMIT]
+    large = [[(sha, size)] for sha, size in sorted(wanted.items()) if size > PACK_BLOB_LIMIT]
+    try:
+        async with trio.open_nursery() as nursery:
+            for group in [*plan_packs(small), *large]:
+                nursery.start_soon(some, group)
+    finally:
+        await blobs.sync_ledger()  # what was fetched is trusted by the mounts that follow
+        blobs.close()
     return {
         "snapshot": snapshot["id"], "versions": len(trees), "files": sum(t.files for t in trees),
         "blobs": len(wanted), "bytes": total, "bytes_fetched": blobs.stats.bytes_fetched,

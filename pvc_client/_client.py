@@ -39,6 +39,8 @@ from ._args import (
 )
 from ._errors import ERROR_CODES, Conflict, InvalidInput, NotFound, PVCError, Unauthorized, Unavailable
 from ._manifest import normalize_manifest
+from ._pack import MEDIA_TYPE as PACK_TYPE
+from ._pack import PACK_BLOB_LIMIT, PACK_MAX_BLOBS, Frame, PackError, PackParser, frame_header
 from ._pri import LATEST, parse_pri, parse_ref
 
 __all__ = ["DEFAULT_URL", "PVCClient"]
@@ -143,6 +145,33 @@ async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
             yield chunk
     if sent != size:
         raise InvalidInput(f"{path}: file changed while it was being uploaded")
+
+
+async def _pack_body(items: Sequence[tuple[str, bytes | os.PathLike[str] | str, int]]) -> AsyncIterator[bytes]:
+    """A pack of ``items``, about a megabyte at a time (file reads in a worker thread)."""
+    i = 0
+    while i < len(items):
+        j, total = i, 0
+        while j < len(items) and (j == i or total + items[j][2] <= _CHUNK):
+            total += items[j][2]
+            j += 1
+        yield await trio.to_thread.run_sync(_read_pack_part, items[i:j])
+        i = j
+
+
+def _read_pack_part(items: Sequence[tuple[str, bytes | os.PathLike[str] | str, int]]) -> bytes:
+    parts: list[bytes] = []
+    for sha, source, size in items:
+        if isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+        else:
+            with open(source, "rb") as f:
+                data = f.read(size + 1)
+        if len(data) != size:
+            raise InvalidInput(f"{source if not isinstance(source, bytes) else sha}: "
+                               f"changed since it was scanned ({len(data)} bytes, not {size})")
+        parts += (frame_header(sha, size), data)
+    return b"".join(parts)
 
 
 class PVCClient:
@@ -461,6 +490,84 @@ class PVCClient:
             return response.json()
 
         return await self._send(build, handle, idempotent=True)
+
+    async def upload_pack(self, items: Sequence[tuple[str, bytes | os.PathLike[str] | str, int]]) -> JSON:
+        """Store many small blobs in one request: ``(sha, bytes or file, size)`` each.
+
+        All or nothing on the service's side (it checks every hash), so a
+        failed attempt is simply sent again. Files are read a batch at a time
+        in a worker thread; one whose size changed since it was scanned is
+        refused.
+        """
+        if not items:
+            return {"blobs": 0, "bytes": 0, "created": 0}
+        if len(items) > PACK_MAX_BLOBS:
+            raise InvalidInput(f"a pack carries at most {PACK_MAX_BLOBS} blobs, not {len(items)}")
+        for sha, _, size in items:
+            check_sha(sha)
+            if size > PACK_BLOB_LIMIT:
+                raise InvalidInput(f"blob {sha[:12]}... of {size} bytes is too large for a pack")
+        length = sum(len(frame_header(sha, size)) + size for sha, _, size in items)
+
+        def build() -> httpx.Request:
+            return self._http.build_request(
+                "POST", "/blobs/batch/put", content=_pack_body(items),
+                headers={"Content-Type": PACK_TYPE, "Content-Length": str(length)},
+            )
+
+        async def handle(response: httpx.Response) -> JSON:
+            self.stats["bytes_in"] += len(await response.aread())
+            return response.json()
+
+        return await self._send(build, handle, idempotent=True)
+
+    async def download_pack(self, shas: Sequence[str], deliver: Callable[[list[Frame]], Awaitable[None]]) -> int:
+        """Fetch many small blobs in one request; ``deliver`` gets them as they arrive, verified.
+
+        ``deliver`` is awaited with each run of complete frames, every one of
+        which hashes to its name (a frame that does not raises `PVCError`
+        before it is delivered). A transfer broken midway asks again for the
+        blobs not yet delivered, so each is delivered exactly once. Returns
+        the bytes delivered.
+        """
+        left = dict.fromkeys(check_sha(sha) for sha in shas)
+        if len(left) > PACK_MAX_BLOBS:
+            raise InvalidInput(f"a pack carries at most {PACK_MAX_BLOBS} blobs, not {len(left)}")
+        delivered = 0
+
+        def build() -> httpx.Request:
+            return self._http.build_request(
+                "POST", "/blobs/batch/get", json={"sha256": list(left)},
+                headers={"Accept": PACK_TYPE, "Accept-Encoding": "identity"},
+            )
+
+        async def handle(response: httpx.Response) -> int:
+            nonlocal delivered
+            parser = PackParser(max_blob=PACK_BLOB_LIMIT, expect=left)
+            try:
+                async for chunk in response.aiter_bytes():
+                    self.stats["bytes_in"] += len(chunk)
+                    frames = parser.feed(chunk)
+                    if not frames:
+                        continue
+                    for frame in frames:
+                        if not frame.ok:
+                            raise PVCError(f"blob {frame.sha256[:12]}... arrived corrupted in a pack "
+                                           f"({len(frame.data)} bytes that hash to something else)")
+                    await deliver(frames)
+                    for frame in frames:
+                        del left[frame.sha256]
+                        delivered += len(frame.data)
+                parser.finish()
+            except PackError as exc:
+                raise PVCError(f"the service sent a malformed pack: {exc}") from None
+            if left:
+                raise PVCError(f"the service's pack lacked {len(left)} of the blobs asked for")
+            return delivered
+
+        if not left:
+            return 0
+        return await self._send(build, handle, idempotent=True, progress=lambda: delivered)
 
     async def has_blob(self, sha: str) -> int | None:
         """The blob's size if the store holds it, else None."""

@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ import trio
 from ._args import as_time, check_label, exact_ref
 from ._errors import InvalidInput, PVCError
 from ._manifest import Entry, normalize_manifest, scan_directory, validate_manifest
+from ._pack import PACK_BLOB_LIMIT, Frame, plan_packs
 from ._pri import parse_pri, parse_ref
 
 if TYPE_CHECKING:
@@ -112,7 +113,15 @@ async def publish_directory(
             meter.add(size)
         return job
 
-    await _run_all([upload(sha) for sha in missing], client.TRANSFER_CONCURRENCY)
+    def upload_pack(pack: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            await client.upload_pack([(sha, sources[sha][0], size) for sha, size in pack])
+            meter.add(sum(size for _, size in pack))
+        return job
+
+    small, large = _split_by_size((sha, sources[sha][1]) for sha in missing)
+    jobs = [upload_pack(pack) for pack in plan_packs(small)] + [upload(sha) for sha, _ in large]
+    await _run_all(jobs, client.TRANSFER_CONCURRENCY)
     return await client.publish(
         pri, manifest, dependencies=dependencies, labels=labels, message=message, author=author, at=at
     )
@@ -229,20 +238,62 @@ async def _fill(client: PVCClient, root: Path, entries: list[Entry], progress: P
 
     def fetch(sha: str, group: list[Entry]) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
-            first = root / group[0].path
-            await _download_verified(client, sha, group[0].size, first, meter)
-            for other in group[1:]:  # same content, several names: fetched once
-                part = _part_name(root / other.path)
-                shutil.copyfile(first, part)
-                os.replace(part, root / other.path)
-            for entry in group:
-                os.chmod(root / entry.path, entry.mode & _MODE_MASK)
+            await _download_verified(client, sha, group[0].size, root / group[0].path, meter)
+            _place(root, group, None)
         return job
 
-    await _run_all([fetch(sha, group) for sha, group in files.items()], client.TRANSFER_CONCURRENCY)
+    def fetch_pack(pack: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
+        async def deliver(frames: list[Frame]) -> None:
+            # verified by the client; written a run of frames per worker thread hop
+            await trio.to_thread.run_sync(_place_frames, root, files, frames)
+            meter.add(sum(len(f.data) for f in frames))
+
+        async def job() -> None:
+            await client.download_pack([sha for sha, _ in pack], deliver)
+        return job
+
+    if EMPTY_SHA256 in files and files[EMPTY_SHA256][0].size == 0:  # nothing to fetch
+        _place(root, files.pop(EMPTY_SHA256), b"")
+    small, large = _split_by_size((sha, group[0].size) for sha, group in files.items())
+    jobs = [fetch_pack(pack) for pack in plan_packs(small)] + [fetch(sha, files[sha]) for sha, _ in large]
+    await _run_all(jobs, client.TRANSFER_CONCURRENCY)
     for entry in reversed(entries):  # deepest first, so a read-only parent comes last
         if entry.type == "dir":
             os.chmod(root / entry.path, entry.mode & _MODE_MASK)
+
+
+def _split_by_size(items: Iterable[tuple[str, int]]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(blobs that travel in packs, blobs that have a request each)."""
+    small: list[tuple[str, int]] = []
+    large: list[tuple[str, int]] = []
+    for sha, size in items:
+        (small if size <= PACK_BLOB_LIMIT else large).append((sha, size))
+    return small, large
+
+
+def _place_frames(root: Path, files: dict[str, list[Entry]], frames: list[Frame]) -> None:
+    for frame in frames:
+        group = files[frame.sha256]
+        if len(frame.data) != group[0].size:  # the right bytes, but not what the manifest promised
+            raise PVCError(f"{group[0].path}: the manifest says {group[0].size} bytes, "
+                           f"its blob {frame.sha256[:12]}... has {len(frame.data)}")
+        _place(root, group, frame.data)
+
+
+def _place(root: Path, group: list[Entry], data: bytes | None) -> None:
+    """Write ``data`` under every name of ``group`` (None: the first is already there), then set modes."""
+    first = root / group[0].path
+    if data is not None:
+        part = _part_name(first)
+        with open(part, "xb") as f:
+            f.write(data)
+        os.replace(part, first)
+    for other in group[1:]:  # same content, several names: fetched once
+        part = _part_name(root / other.path)
+        shutil.copyfile(first, part)
+        os.replace(part, root / other.path)
+    for entry in group:
+        os.chmod(root / entry.path, entry.mode & _MODE_MASK)
 
 
 async def _download_verified(client: PVCClient, sha: str, size: int, path: Path, meter: _Meter) -> None:

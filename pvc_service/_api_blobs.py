@@ -10,12 +10,15 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from ._auth import Principal, require
+from pvc_client import PACK_MEDIA_TYPE as PACK_TYPE
+from pvc_client import frame_header
+
 from ._blobs import ByteRange, check_sha, parse_range
 from ._errors import ServiceError
 from ._json import json_response
 from ._metrics import Metrics
 from ._middleware import HEAD_FLAG
-from ._models import MissingBody
+from ._models import BatchGetBody, MissingBody
 from ._state import run_db, state
 from .config import API_PREFIX
 
@@ -47,6 +50,65 @@ async def upload(request: Request, sha256: str, _: Principal = Depends(require("
     size, created = await st.blobs.put(sha256, request.stream(), limit)
     st.metrics.add("blob_bytes_in", size)
     return json_response({"sha256": sha256, "size": size}, status=201 if created else 200)
+
+
+_PACK_BODY = {"requestBody": {"required": True, "content": {
+    PACK_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/blobs/batch/put", summary="Upload many blobs in one pack (all or nothing)",
+             openapi_extra=_PACK_BODY)
+async def batch_put(request: Request, _: Principal = Depends(require("publish"))) -> Response:
+    st = state(request)
+    count, size, created = await st.blobs.put_pack(request.stream(), st.config.max_blob_bytes)
+    st.metrics.add("blob_bytes_in", size)
+    return json_response({"blobs": count, "bytes": size, "created": created})
+
+
+@router.post("/blobs/batch/get", summary="Download many blobs as one pack, in the order asked")
+async def batch_get(request: Request, body: BatchGetBody, _: Principal = Depends(require("read"))) -> Response:
+    st = state(request)
+    for sha in body.sha256:
+        check_sha(sha)
+    found = await run_db(st.blobs.sizes, body.sha256)
+    length = sum(len(frame_header(sha, size)) + size for sha, (_, size) in zip(body.sha256, found))
+    return StreamingResponse(_stream_pack(list(zip(body.sha256, found)), st.metrics),
+                             headers={"Content-Length": str(length)}, media_type=PACK_TYPE)
+
+
+async def _stream_pack(blobs: list[tuple[str, tuple[Path, int]]], metrics: Metrics) -> AsyncIterator[bytes]:
+    # Small blobs are read a batch at a time in one worker thread (a thread
+    # hop per 4 KiB file would cost more than the read); large ones stream.
+    i = 0
+    while i < len(blobs):
+        sha, (path, size) = blobs[i]
+        if size > _CHUNK:
+            yield frame_header(sha, size)
+            async for chunk in _stream(path, 0, size, metrics):
+                yield chunk
+            i += 1
+            continue
+        j, total = i, 0
+        while j < len(blobs) and blobs[j][1][1] <= _CHUNK and total < _CHUNK:
+            total += blobs[j][1][1]
+            j += 1
+        group = blobs[i:j]
+        data = await anyio.to_thread.run_sync(_read_frames, group)
+        metrics.add("blob_bytes_out", total)
+        yield data
+        i = j
+
+
+def _read_frames(group: list[tuple[str, tuple[Path, int]]]) -> bytes:
+    parts: list[bytes] = []
+    for sha, (path, size) in group:
+        with open(path, "rb") as f:
+            data = f.read(size + 1)
+        if len(data) != size:  # an immutable blob cannot change; if it did, cut the answer short
+            raise OSError(f"blob {sha} changed size on disk")
+        parts.append(frame_header(sha, size))
+        parts.append(data)
+    return b"".join(parts)
 
 
 def _headers(sha256: str) -> dict[str, str]:

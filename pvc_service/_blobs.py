@@ -22,6 +22,8 @@ import anyio
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pvc_client import PackError, PackParser, syncfs
+
 from ._db import Database
 from ._errors import Invalid, NotFound, ServiceError
 from ._names import chunks, now_us
@@ -116,6 +118,92 @@ class BlobStore:
         await anyio.to_thread.run_sync(self._record, sha, size)
         return size, created
 
+    async def put_pack(self, body: AsyncIterator[bytes], limit: int) -> tuple[int, int, int]:
+        """Store every blob of a pack (`pvc_client._pack`). Returns (blobs, bytes, created).
+
+        All or nothing: each blob is written to a temporary file and checked
+        against its name as it arrives, and only once the whole pack was good
+        are they made durable (one sync for the lot, not two fsyncs a blob),
+        renamed into place and recorded in one transaction. A bad frame, a
+        hash that does not match or a body cut short stores nothing.
+        """
+        parser = PackParser(max_blob=limit)
+        staged: list[tuple[str, Path, int]] = []
+        pending: list = []
+        pending_bytes = 0
+        try:
+            async for chunk in body:
+                try:
+                    frames = parser.feed(chunk)
+                except PackError as exc:
+                    raise Invalid(f"not a pack: {exc}") from None
+                pending.extend(frames)
+                pending_bytes += sum(len(f.data) for f in frames)
+                if pending_bytes >= _FLUSH_BYTES:
+                    await anyio.to_thread.run_sync(self._stage, pending, staged)
+                    pending, pending_bytes = [], 0
+            try:
+                parser.finish()
+            except PackError as exc:
+                raise Invalid(f"not a pack: {exc}") from None
+            await anyio.to_thread.run_sync(self._stage, pending, staged)
+            created = await anyio.to_thread.run_sync(self._install_many, staged)
+        finally:
+            for _, tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(self._record_many, [(sha, size) for sha, _, size in staged])
+        return len(staged), sum(size for _, _, size in staged), created
+
+    def _stage(self, frames: list, staged: list[tuple[str, Path, int]]) -> None:
+        for frame in frames:
+            if not frame.ok:
+                raise ServiceError("hash_mismatch", f"a blob named {frame.sha256} in the pack hashes to "
+                                   f"{hashlib.sha256(frame.data).hexdigest()}")
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="pack-")
+            staged.append((frame.sha256, Path(tmp_name), len(frame.data)))
+            with os.fdopen(fd, "wb") as out:
+                out.write(frame.data)
+
+    def _install_many(self, staged: list[tuple[str, Path, int]]) -> int:
+        if not staged:
+            return 0
+        syncfs(self.tmp)  # every staged file's data on disk before any is renamed into place
+        created = 0
+        for sha, tmp, _ in staged:
+            final = self.path(sha)
+            if not final.exists():
+                created += 1
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        syncfs(self.root)  # the renames too, before the database says the blobs exist
+        return created
+
+    def _record_many(self, found: list[tuple[str, int]]) -> None:
+        if not found:
+            return
+        insert = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(blobs)
+        stamp = now_us()
+        with self.db.write() as conn:
+            for batch in chunks(sorted(set(found))):
+                conn.execute(insert.values([{"sha256": sha, "size": size, "created_us": stamp}
+                                            for sha, size in batch])
+                             .on_conflict_do_nothing(index_elements=["sha256"]))
+
+    def sizes(self, shas: Iterable[str]) -> list[tuple[Path, int]]:
+        """The path and size of each blob, in order; NotFound names the first few missing."""
+        found: list[tuple[Path, int]] = []
+        missing: list[str] = []
+        for sha in shas:
+            path = self.path(sha)
+            try:
+                found.append((path, path.stat().st_size))
+            except FileNotFoundError:
+                missing.append(sha)
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise NotFound(f"no blob {', '.join(missing[:3])}{more}")
+        return found
+
     def _install(self, tmp: Path, final: Path) -> bool:
         existed = final.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +228,7 @@ class BlobStore:
 def _sync(f: BinaryIO) -> None:
     f.flush()
     os.fsync(f.fileno())
+
 
 
 def _fsync_dir(path: Path) -> None:

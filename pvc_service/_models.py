@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PublishBody", "RenameBody", "LabelBody", "MissingBody", "ClosureBody", "WorkspaceBody",
+__all__ = ["PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "WorkspaceBody",
            "SnapshotBody"]
 
 _TEXT = 256
@@ -44,6 +44,10 @@ class LabelBody(_Body):
 
 class MissingBody(_Body):
     sha256: list[str] = Field(max_length=1_000_000)
+
+
+class BatchGetBody(_Body):
+    sha256: list[str] = Field(min_length=1, max_length=10_000)
 
 
 class ClosureBody(_Body):

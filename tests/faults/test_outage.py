@@ -29,8 +29,9 @@ FAST = ("--pvc-timeout", str(TIMEOUT), "--feed-poll", "2", "--live-timeout", "0.
 
 
 def _files(tag: str) -> dict[str, bytes]:
-    return {f"cached-{tag}.txt": f"cached {tag}\n".encode(), f"cold-{tag}.bin": os.urandom(50_000) + tag.encode(),
-            "sub/deep.txt": f"deep {tag}\n".encode()}
+    # cold/ is apart from what is read first: fetching a payload brings its neighbours along
+    return {f"cached-{tag}.txt": f"cached {tag}\n".encode(), f"cold/cold-{tag}.bin": os.urandom(50_000) + tag.encode(),
+            f"cold/more-{tag}.bin": os.urandom(1000), "sub/deep.txt": f"deep {tag}\n".encode()}
 
 
 def _publish_two(pvc: Publisher, tmp: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
@@ -81,7 +82,7 @@ def test_live_mount_through_an_outage(tmp_path: Path, pvc: Publisher, proxy: Fau
         reader.start()
         getattr(proxy, fault)()
         # what needs the service: a payload never fetched, a version never opened
-        code, took = timed_errno(lambda: (top / "cold-v2.bin").read_bytes())
+        code, took = timed_errno(lambda: (top / "cold/cold-v2.bin").read_bytes())
         assert code == EIO and took < BOUND, (code, took)
         code, took = timed_errno(lambda: os.listdir(m / f"{PRI}@1"))
         assert code == EIO and took < BOUND, (code, took)
@@ -93,8 +94,8 @@ def test_live_mount_through_an_outage(tmp_path: Path, pvc: Publisher, proxy: Fau
         proxy.passthrough()
         wait_for(lambda: status_of(m.path)["health"] == "ok", timeout=30)
         # the failures were not remembered: the same paths now work
-        assert (top / "cold-v2.bin").read_bytes() == two["cold-v2.bin"]
-        assert sorted(os.listdir(m / f"{PRI}@1")) == ["cached-v1.txt", "cold-v1.bin", "sub"]
+        assert (top / "cold/cold-v2.bin").read_bytes() == two["cold/cold-v2.bin"]
+        assert sorted(os.listdir(m / f"{PRI}@1")) == ["cached-v1.txt", "cold", "sub"]
         reader.finish()
         assert "no longer degraded" in m.log_text()
 
@@ -107,12 +108,12 @@ def test_service_stopped_and_restarted(tmp_path: Path, pvc: Publisher, pvc_servi
         reader = Reader({top / "cached-v2.txt": two["cached-v2.txt"]})
         reader.start()
         pvc_service.stop()
-        code, took = timed_errno(lambda: (top / "cold-v2.bin").read_bytes())
+        code, took = timed_errno(lambda: (top / "cold/cold-v2.bin").read_bytes())
         assert code == EIO and took < BOUND, (code, took)
         wait_for(lambda: status_of(m.path)["health"] == "degraded", timeout=15)
         pvc_service.start()
         wait_for(lambda: status_of(m.path)["health"] == "ok", timeout=30)
-        assert (top / "cold-v2.bin").read_bytes() == two["cold-v2.bin"]
+        assert (top / "cold/cold-v2.bin").read_bytes() == two["cold/cold-v2.bin"]
         reader.finish()
         # the feed follows again: a publish after the restart moves the name
         three = _files("v3")
@@ -129,14 +130,14 @@ def test_slow_service(tmp_path: Path, pvc: Publisher, proxy: FaultProxy) -> None
         assert (top / "cached-v2.txt").read_bytes() == two["cached-v2.txt"]
         # slower than usual but within the timeout: served, no error
         proxy.slow(0.4)
-        assert (top / "cold-v2.bin").read_bytes() == two["cold-v2.bin"]
+        assert (top / "cold/cold-v2.bin").read_bytes() == two["cold/cold-v2.bin"]
         # slower than the timeout: EIO, bounded, and the cached keeps coming
         proxy.slow(3 * timeout)
         code, took = timed_errno(lambda: os.listdir(m / f"{PRI}@1"))
         assert code == EIO and took < 3 * timeout, (code, took)
         assert (top / "cached-v2.txt").read_bytes() == two["cached-v2.txt"]
         proxy.passthrough()
-        assert "cold-v1.bin" in os.listdir(m / f"{PRI}@1")
+        assert "cold-v1.bin" in os.listdir(m / f"{PRI}@1" / "cold")
 
 
 def _snapshot(pvc: Publisher) -> str:
@@ -154,7 +155,7 @@ def test_fixed_mounts_serve_and_remount_offline(tmp_path: Path, pvc: Publisher, 
     _, two = _publish_two(pvc, tmp_path)
     args = ("--snapshot", _snapshot(pvc)) if kind == "snapshot" else ("--pin", format_time(utcnow()))
     cache = tmp_path / "cache"
-    wanted = {"cached-v2.txt", "cold-v2.bin", "sub/deep.txt"}
+    wanted = {"cached-v2.txt", "cold/cold-v2.bin", "sub/deep.txt"}
     with mounted(tmp_path, proxy.url, *FAST, *args, cache=cache) as m:
         for rel in wanted:
             assert (m / PRI / rel).read_bytes() == two[rel]
@@ -162,7 +163,7 @@ def test_fixed_mounts_serve_and_remount_offline(tmp_path: Path, pvc: Publisher, 
         proxy.refuse()
         for rel in wanted:  # everything resolved and cached: no error at all
             assert (m / PRI / rel).read_bytes() == two[rel]
-        code, took = timed_errno(lambda: (m / f"{PRI}@1" / "cold-v1.bin").read_bytes())
+        code, took = timed_errno(lambda: (m / f"{PRI}@1" / "cold" / "cold-v1.bin").read_bytes())
         assert code == EIO and took < BOUND, (code, took)
     # a render node remounting while PVC is away: the saved context serves
     with mounted(tmp_path, proxy.url, *FAST, *args, cache=cache, name="again") as m:
@@ -173,7 +174,7 @@ def test_fixed_mounts_serve_and_remount_offline(tmp_path: Path, pvc: Publisher, 
             assert (m / PRI / rel).read_bytes() == two[rel]
         proxy.passthrough()
         wait_for(lambda: status_of(m.path)["health"] == "ok", timeout=30)
-        assert (m / f"{PRI}@1" / "cold-v1.bin").stat().st_size > 0
+        assert (m / f"{PRI}@1" / "cold" / "cold-v1.bin").stat().st_size > 0
 
 
 def test_live_mount_cannot_start_without_the_service(tmp_path: Path, pvc: Publisher, proxy: FaultProxy) -> None:

@@ -126,7 +126,8 @@ def test_evicted_payloads_are_let_go(tmp_path, pvc, pvc_url):
     pvc.publish(PRI, file_tree(tmp_path / "src", files))
     cache = tmp_path / "cache"
     first, then = dict(list(files.items())[:3]), dict(list(files.items())[3:])
-    with mounted(tmp_path, pvc_url, *C_READS, cache=cache) as m:
+    # which payloads are cached is the point here: none comes along with another
+    with mounted(tmp_path, pvc_url, *C_READS, "--fetch-ahead", "0", cache=cache) as m:
         _read_all(m / PRI, first)
     with mounted(tmp_path, pvc_url, *C_READS, "--cache-size", "3M", cache=cache, name="small") as m:
         _read_all(m / PRI, first)  # trusted from the ledger: held by the C path only
@@ -179,7 +180,7 @@ def test_payloads_read_in_c_count_as_used_when_the_cache_evicts(tmp_path, pvc, p
     files = {f"take{i}.mov": rnd.randbytes(1 << 20) for i in range(4)}
     pvc.publish(PRI, file_tree(tmp_path / "src", files))
     cache = tmp_path / "cache"
-    with mounted(tmp_path, pvc_url, *C_READS, cache=cache) as m:
+    with mounted(tmp_path, pvc_url, *C_READS, "--fetch-ahead", "0", cache=cache) as m:
         for name in ("take0.mov", "take1.mov", "take2.mov"):  # take0 the least recently used
             assert (m / PRI / name).read_bytes() == files[name]
     with mounted(tmp_path, pvc_url, *C_READS, "--cache-size", "3M", cache=cache, name="small") as m:

@@ -20,10 +20,13 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from pvc_client import validate_manifest
+from pvc_client import PACK_MEDIA_TYPE, validate_manifest
 from tests.support.service import Service, running_service
 
 EXAMPLES = int(os.environ.get("PRODFS_FUZZ_EXAMPLES", "5"))
+
+# a pack (POST /blobs/batch/put) is a binary body: sent as generated, which the service must refuse cleanly
+schemathesis.serializer.alias(PACK_MEDIA_TYPE, "application/octet-stream")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,133 @@
+"""Packs: many blobs in one HTTP body, so that small payloads do not cost a request each.
+
+A pack is a sequence of frames and nothing else::
+
+    <sha256, 64 lowercase hex> SP <size, decimal> LF
+    <exactly size bytes of the blob>
+    ...
+
+The same format goes both ways: ``POST /blobs/batch/get`` answers with one
+(a JSON list of hashes in, the blobs in the order asked), and
+``POST /blobs/batch/put`` takes one. There is no trailer: a downloaded pack
+has a Content-Length, and the reader knows which frames it asked for. The
+hash in a header is a claim, never trusted: every reader hashes what it got.
+
+`PackParser` is push-style and does no I/O, so that the service (writing
+temporary files) and the client (delivering to a cache or a tree) share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+__all__ = ["MEDIA_TYPE", "PackError", "PackParser", "Frame", "frame_header", "plan_packs",
+           "PACK_BLOB_LIMIT", "PACK_MAX_BYTES", "PACK_MAX_BLOBS"]
+
+MEDIA_TYPE = "application/x-pvc-pack"
+# Blobs up to this size travel in packs; larger ones have a request of their
+# own, which resumes with a Range where it broke instead of starting over.
+PACK_BLOB_LIMIT = 4 << 20
+# One pack's worth: a broken pack is asked for again from the first blob it
+# had not finished, so this bounds what a failure costs, and what a reader
+# holds in memory is one frame.
+PACK_MAX_BYTES = 32 << 20
+PACK_MAX_BLOBS = 4096
+
+_HEADER = re.compile(rb"([0-9a-f]{64}) (0|[1-9][0-9]{0,15})\n")
+_MAX_HEADER = 64 + 1 + 16 + 1
+
+
+class PackError(ValueError):
+    """A body that is not a well-formed pack (or ends in the middle of a frame)."""
+
+
+def frame_header(sha: str, size: int) -> bytes:
+    return f"{sha} {size}\n".encode("ascii")
+
+
+@dataclass(slots=True)
+class Frame:
+    """One complete blob of a pack; ``ok`` says whether it hashes to its name."""
+
+    sha256: str
+    data: bytes
+
+    @property
+    def ok(self) -> bool:
+        return hashlib.sha256(self.data).hexdigest() == self.sha256
+
+
+class PackParser:
+    """Feed a pack's bytes in any pieces; get back each frame as soon as it is complete.
+
+    ``max_blob`` bounds a frame's declared size (a hostile header must not
+    make the reader allocate without limit); ``expect``, when given, is the
+    set of hashes the reader asked for, and any other is refused.
+    """
+
+    def __init__(self, *, max_blob: int, expect: Iterable[str] | None = None) -> None:
+        self._max_blob = max_blob
+        self._expect = set(expect) if expect is not None else None
+        self._buf = bytearray()
+        self._sha: str | None = None
+        self._size = 0
+        self.frames = 0
+        self.bytes = 0  # blob bytes completed
+
+    @property
+    def in_frame(self) -> bool:
+        return self._sha is not None or bool(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        self._buf += data
+        out: list[Frame] = []
+        while True:
+            if self._sha is None:
+                end = self._buf.find(b"\n", 0, _MAX_HEADER)
+                if end < 0:
+                    if len(self._buf) >= _MAX_HEADER:
+                        raise PackError(f"bad frame header {bytes(self._buf[:_MAX_HEADER])!r}")
+                    return out
+                m = _HEADER.fullmatch(self._buf, 0, end + 1)
+                if m is None:
+                    raise PackError(f"bad frame header {bytes(self._buf[:end + 1])!r}")
+                sha, size = m.group(1).decode("ascii"), int(m.group(2))
+                if size > self._max_blob:
+                    raise PackError(f"blob {sha[:12]}... of {size} bytes: a pack carries at most {self._max_blob}")
+                if self._expect is not None and sha not in self._expect:
+                    raise PackError(f"blob {sha[:12]}... was not asked for")
+                del self._buf[:end + 1]
+                self._sha, self._size = sha, size
+            if len(self._buf) < self._size:
+                return out
+            data_ = bytes(self._buf[:self._size])
+            del self._buf[:self._size]
+            out.append(Frame(self._sha, data_))
+            if self._expect is not None:
+                self._expect.discard(self._sha)
+            self.frames += 1
+            self.bytes += self._size
+            self._sha = None
+
+    def finish(self) -> None:
+        """The body ended: refuse one that stopped inside a frame."""
+        if self.in_frame:
+            raise PackError(f"the pack ended inside a frame ({self._sha or 'header'})")
+
+
+def plan_packs(items: Sequence[tuple[str, int]], *, max_bytes: int = PACK_MAX_BYTES,
+               max_blobs: int = PACK_MAX_BLOBS) -> Iterator[list[tuple[str, int]]]:
+    """Split ``(sha, size)`` items into packs of at most ``max_bytes`` and ``max_blobs``, in order."""
+    pack: list[tuple[str, int]] = []
+    total = 0
+    for sha, size in items:
+        if pack and (total + size > max_bytes or len(pack) >= max_blobs):
+            yield pack
+            pack, total = [], 0
+        pack.append((sha, size))
+        total += size
+    if pack:
+        yield pack
