@@ -68,6 +68,8 @@ def run(
                                            help="files served before each memory reading (repeatable)"),
     memory_per_product: int = typer.Option(1000, "--memory-per-product", min=1),
     memory: bool = typer.Option(True, "--memory/--no-memory"),
+    transfers: bool = typer.Option(True, "--transfers/--no-transfers",
+                                   help="publish and prefetch of the whole tree beside tar"),
     drop: bool = typer.Option(True, "--drop-caches/--no-drop-caches",
                               help="drop the page cache for cold samples (needs root)"),
 ) -> None:
@@ -95,7 +97,7 @@ def run(
         if not reuse and any(work.iterdir()):
             raise BenchError(f"work directory {work} is not empty (--reuse measures again over it)")
         doc = _run(work, spec, measures, modes, reps, resolver_sizes if resolver else [],
-                   memory_steps if memory else [], memory_per_product, drop, reuse)
+                   memory_steps if memory else [], memory_per_product, drop, reuse, transfers)
         doc["command"] = "python -m bench " + shlex.join(sys.argv[1:])
         doc["scale"] = scale
         from ._report import write
@@ -117,7 +119,7 @@ def run(
 
 
 def _run(work: Path, spec, measures, modes: list[str], reps: int, resolver_sizes: list[int],  # noqa: ANN001
-         memory_steps: list[int], memory_per_product: int, drop: bool, reuse: bool) -> dict:
+         memory_steps: list[int], memory_per_product: int, drop: bool, reuse: bool, transfers: bool) -> dict:
     from tests.support.service import running_service
 
     from . import _run as runner
@@ -178,6 +180,11 @@ def _run(work: Path, spec, measures, modes: list[str], reps: int, resolver_sizes
                     t.stop()
                 except Exception as exc:  # noqa: BLE001 - stop the others all the same
                     log(f"cannot stop {t.name}: {exc}")
+        if transfers:
+            from ._transfer import measure_transfers
+
+            log("publish and prefetch of the tree beside tar")
+            doc["transfers"] = measure_transfers(work, ds, svc.url, min(reps, 3), drop, log)
         logs = {t.name: _log_problems(t.log) for t in targets if isinstance(t, ProdFS)}
         doc["daemon_log_problems"] = {k: v for k, v in logs.items() if v}
     doc.update(samples=samples, errors=errors, skipped=skipped, dataset=ds.to_json(),

@@ -8,6 +8,7 @@ unit: for times (lower is better) 1.10 means 10% slower; for throughputs
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from ._measure import MEASURES
@@ -113,6 +114,8 @@ def check_targets(doc: dict) -> list[dict]:
         checks.append(_check("versionless lookup, index loaded", mode,
                              f"p50 {p50:.3f} ms, p99 {p99:.3f} ms" if p50 and p99 else "not measured",
                              "p50 < 0.2 ms, p99 < 2 ms", (p50 < 0.2 and p99 < 2) if p50 and p99 else None))
+    checks += _cold_path_checks(med)
+    checks += _transfer_checks(doc.get("transfers"))
     rows = [r for r in doc.get("resolver", {}).get("rows", []) if r["products"] == 100_000]
     if rows:
         worst = max(rows, key=lambda r: r["seconds"])
@@ -129,6 +132,40 @@ def check_targets(doc: dict) -> list[dict]:
                              "< 600 B/file", last["bytes_per_file"] < 600))
     else:
         checks.append(_check("daemon memory", "prodfs-live", "not measured", "< 600 B/file", None))
+    return checks
+
+
+def _cold_path_checks(med) -> list[dict]:  # noqa: ANN001 - (figure, target) -> median or None
+    """A render node starts cold: payloads from PVC (empty cache), or a fresh daemon over a filled one."""
+    checks = []
+    rows = [("open+read of 1,000 small files, empty cache", "prodfs-empty", "small_read_cold", "squashfuse", 3.0),
+            ("open+read of 1,000 small files, fresh daemon over a filled cache", "prodfs-snapshot",
+             "small_read_cold", "squashfuse", 1.5)]
+    for what, mode, fig, peer, most in rows:
+        v, ref = med(fig, mode), med(fig, peer)
+        checks.append(_check(what, mode, f"{v:.1f} ms per 1,000 = {v / ref:.2f}x {peer} cold" if v and ref
+                             else "not measured", f"<= {most:g}x {peer} cold", (v <= most * ref) if v and ref else None))
+    v, bf = med("seq_read_cold", "prodfs-empty"), med("seq_read_cold", "bindfs")
+    checks.append(_check("cold sequential read, empty cache", "prodfs-empty",
+                         f"{v:.2f} GB/s = {v / bf:.2f}x bindfs" if v and bf else "not measured",
+                         ">= 0.8x bindfs", (v >= 0.8 * bf) if v and bf else None))
+    return checks
+
+
+def transfer_rates(transfers: dict) -> dict[str, float]:
+    """kind -> MB/s (the median sample)."""
+    return {kind: transfers["bytes"] / statistics.median(secs) / 1e6
+            for kind, secs in transfers["seconds"].items() if secs}
+
+
+def _transfer_checks(transfers: dict | None) -> list[dict]:
+    checks = []
+    rates = transfer_rates(transfers) if transfers else {}
+    for kind in ("publish", "prefetch"):
+        v, tar = rates.get(kind), rates.get("tar")
+        checks.append(_check(f"{kind} of the whole tree", "-",
+                             f"{v:.0f} MB/s = {v / tar:.2f}x tar ({tar:.0f} MB/s)" if v and tar else "not measured",
+                             ">= 0.5x tar", (v >= 0.5 * tar) if v and tar else None))
     return checks
 
 
@@ -197,6 +234,19 @@ def markdown(doc: dict) -> str:
         for n, r in doc["pvc_requests"].items():
             lines.append(f"| {n} | {r['pvc_requests_per_1000_opens']} | {r['manifests_fetched_per_1000_opens']} | "
                          f"{r['blobs_fetched_per_1000_opens']} |")
+    transfers = doc.get("transfers")
+    if transfers:
+        rates = transfer_rates(transfers)
+        lines += ["", f"## Whole-tree transfers ({transfers['files']:,} files, {transfers['bytes'] / 2**20:.0f} MiB; "
+                  "page cache dropped before each)", "",
+                  "| transfer | median s | samples s | MB/s | files/s | / tar |", "|---|---|---|---|---|---|"]
+        for kind, secs in transfers["seconds"].items():
+            if not secs:
+                continue
+            med_s = statistics.median(secs)
+            ratio = f"{rates[kind] / rates['tar']:.2f}" if rates.get("tar") else "-"
+            lines.append(f"| {kind} | {med_s:.2f} | {', '.join(f'{x:.2f}' for x in secs)} | {rates[kind]:.0f} | "
+                         f"{transfers['files'] / med_s:,.0f} | {ratio} |")
     res = doc.get("resolver") or {}
     if res:
         lines += ["", "## Resolver alone (generated graphs with diamonds; best of the repeats)", ""]

@@ -74,7 +74,12 @@ def test_tiny_run_writes_a_complete_result(tmp_path: Path) -> None:
     # its first read without, the kernel answering warm opens itself)
     assert snap["raw"]["pvc_requests"] == 0 and snap["raw"]["opens"] + snap["raw"]["reads"] >= 6
     assert empty["raw"]["blobs_fetched"] == 6 and empty["raw"]["manifests_fetched"] == 2
-    assert empty["raw"]["pvc_requests"] >= 8
+    # a product's files come in one pack, with its first open: a manifest and a pack each
+    assert 4 <= empty["raw"]["pvc_requests"] <= 5, empty["raw"]
+    # publish and prefetch of the tree, beside tar, once each
+    transfers = doc["transfers"]
+    assert transfers["files"] >= 7 and all(len(s) == 1 for s in transfers["seconds"].values()), transfers
+    assert "## Whole-tree transfers" in md
 
     assert [r["products"] for r in doc["resolver"]["rows"]] == [200]
     steps = doc["memory"]["steps"]
@@ -84,7 +89,8 @@ def test_tiny_run_writes_a_complete_result(tmp_path: Path) -> None:
     checks = doc["target_checks"]
     kinds = {c["target"].split(" (")[0].split(",")[0] for c in checks}
     assert {"warm metadata walk", "warm open+read of small files", "warm sequential read",
-            "cold sequential read", "versionless lookup", "resolver"} <= kinds
+            "cold sequential read", "versionless lookup", "resolver", "open+read of 1", "publish of the whole tree",
+            "prefetch of the whole tree"} <= kinds, kinds
     assert all(c["met"] in (True, False) for c in checks if "not measured" not in c["figure"])
     assert "## Targets" in md and "## Absolute figures" in md and "| prodfs-snapshot |" in md
     # nothing left mounted under the work directory
