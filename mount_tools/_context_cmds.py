@@ -41,6 +41,7 @@ def cmd_snapshot(opts: argparse.Namespace) -> int:
 def cmd_prefetch(opts: argparse.Namespace) -> int:
     from prodfs.options import default_cache_dir
     from prodfs.snapshots import prefetch
+    from pvc_client.progress import transfer_progress
 
     url, cache_dir, snap_id = opts.pvc, opts.cache_dir, opts.snapshot
     if opts.mountpoint:
@@ -60,15 +61,7 @@ def cmd_prefetch(opts: argparse.Namespace) -> int:
             snapshot = await client.get_snapshot(snap_id)
             if not show:
                 return await prefetch(client, snapshot, cache_dir)
-            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), transient=True) as bar:
-                task = bar.add_task(f"prefetch {snap_id}", total=None)
-
-                def progress(done: int, total: int, sha: str) -> None:
-                    bar.update(task, completed=done, total=total)
-
+            with transfer_progress(f"prefetch {snap_id}", enabled=True) as progress:
                 return await prefetch(client, snapshot, cache_dir, progress=progress)
 
     report = _run(go)

@@ -77,7 +77,7 @@ async def prefetch(
     snapshot: dict,
     cache_dir: str,
     *,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, int, int], None] | None = None,
     parallel: int = 8,
 ) -> dict:
     """Fetch every manifest and payload of a snapshot's choices into ``cache_dir``.
@@ -101,21 +101,22 @@ async def prefetch(
             if e.size:
                 wanted[e.sha256] = e.size  # type: ignore[index]
     total = sum(wanted.values())
-    done = 0
+    done = done_files = 0
     limiter = trio.Semaphore(parallel)
 
     async def some(group: list[tuple[str, int]]) -> None:
         # small payloads come a pack at a time; `ensure` then checks each one (or
         # fetches it alone: a large one, or one a failed pack did not bring)
-        nonlocal done
+        nonlocal done, done_files
         async with limiter:
             if len(group) > 1:
                 await blobs.fetch_many(group)
             for sha, size in group:
                 await blobs.ensure(sha, size)
                 done += size
+                done_files += 1
                 if progress:
-                    progress(done, total, sha)
+                    progress(done, total, done_files, len(wanted))
 
     small = [(sha, size) for sha, size in sorted(wanted.items()) if size <= PACK_BLOB_LIMIT]
     large = [[(sha, size)] for sha, size in sorted(wanted.items()) if size > PACK_BLOB_LIMIT]

@@ -23,7 +23,8 @@ __all__ = [
 
 JSON = dict[str, Any]
 TimeArg = str | _dt.datetime | None
-Progress = Callable[[int, int], None]
+# progress(bytes done, bytes in all, files done, files in all): called as a transfer moves on
+Progress = Callable[[int, int, int, int], None]
 
 _DIGITS_RE = re.compile(r"[0-9]+")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")

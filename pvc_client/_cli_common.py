@@ -6,15 +6,14 @@ import getpass
 import json
 import os
 import stat
-import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import trio
 import typer
 
 from ._client import DEFAULT_URL, PVCClient
+from .progress import transfer_progress as progress_bar
 
 __all__ = [
     "UrlOption", "JsonOption", "AsOfOption", "AuthorOption", "call", "out", "note", "dump",
@@ -110,20 +109,3 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-@contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar on stderr when it is a terminal; None (no output) otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update

@@ -59,15 +59,16 @@ async def _run_all(jobs: Sequence[Callable[[], Awaitable[None]]], concurrency: i
 
 
 class _Meter:
-    def __init__(self, total: int, progress: Progress | None) -> None:
-        self.done = 0
-        self.total = total
+    def __init__(self, total: int, files: int, progress: Progress | None) -> None:
+        self.done = self.files_done = 0
+        self.total, self.files = total, files
         self._progress = progress
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, files: int = 0) -> None:
         self.done += n
+        self.files_done += files
         if self._progress is not None:
-            self._progress(self.done, self.total)
+            self._progress(self.done, self.total, self.files_done, self.files)
 
 
 async def publish_directory(
@@ -99,7 +100,8 @@ async def publish_directory(
         if local is not None and entry.sha256 is not None:
             sources.setdefault(entry.sha256, (local, entry.size))
     missing = await client.missing_blobs(list(sources))
-    meter = _Meter(sum(sources[sha][1] for sha in missing), progress)
+    meter = _Meter(sum(sources[sha][1] for sha in missing), len(missing), progress)
+    meter.add(0)  # the totals, from the start
 
     def upload(sha: str) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
@@ -110,13 +112,13 @@ async def publish_directory(
                 if exc.status is None:
                     raise
                 raise InvalidInput(f"{path}: changed since it was scanned? ({exc})", status=exc.status) from exc
-            meter.add(size)
+            meter.add(size, 1)
         return job
 
     def upload_pack(pack: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
             await client.upload_pack([(sha, sources[sha][0], size) for sha, size in pack])
-            meter.add(sum(size for _, size in pack))
+            meter.add(sum(size for _, size in pack), len(pack))
         return job
 
     small, large = _split_by_size((sha, sources[sha][1]) for sha in missing)
@@ -234,26 +236,28 @@ async def _fill(client: PVCClient, root: Path, entries: list[Entry], progress: P
         else:
             assert entry.sha256 is not None
             files.setdefault(entry.sha256, []).append(entry)
-    meter = _Meter(sum(group[0].size for group in files.values()), progress)
+    if EMPTY_SHA256 in files and files[EMPTY_SHA256][0].size == 0:  # nothing to fetch
+        _place(root, files.pop(EMPTY_SHA256), b"")
+    meter = _Meter(sum(group[0].size for group in files.values()), len(files), progress)
+    meter.add(0)
 
     def fetch(sha: str, group: list[Entry]) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
             await _download_verified(client, sha, group[0].size, root / group[0].path, meter)
             _place(root, group, None)
+            meter.add(0, 1)
         return job
 
     def fetch_pack(pack: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
         async def deliver(frames: list[Frame]) -> None:
             # verified by the client; written a run of frames per worker thread hop
             await trio.to_thread.run_sync(_place_frames, root, files, frames)
-            meter.add(sum(len(f.data) for f in frames))
+            meter.add(sum(len(f.data) for f in frames), len(frames))
 
         async def job() -> None:
             await client.download_pack([sha for sha, _ in pack], deliver)
         return job
 
-    if EMPTY_SHA256 in files and files[EMPTY_SHA256][0].size == 0:  # nothing to fetch
-        _place(root, files.pop(EMPTY_SHA256), b"")
     small, large = _split_by_size((sha, group[0].size) for sha, group in files.items())
     jobs = [fetch_pack(pack) for pack in plan_packs(small)] + [fetch(sha, files[sha]) for sha, _ in large]
     await _run_all(jobs, client.TRANSFER_CONCURRENCY)

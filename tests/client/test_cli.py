@@ -15,6 +15,7 @@ import pytest
 
 from pvc_client.cli import EXIT_CODES, main
 from pvc_trees import describe, make_tree
+from tests.support.helpers import on_a_terminal
 from tests.support.service import running_service
 
 
@@ -200,13 +201,30 @@ def test_installed_console_script(url: str, pri: str, tree: Path, tmp_path: Path
     done = pvc("publish", pri, str(tree), "--label", "published")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == f"{pri}@1"
+    assert "\x1b" not in done.stderr and "uploading" not in done.stderr  # no progress bar in a pipe
     done = pvc("get", f"{pri}@published", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert describe(tmp_path / "out") == describe(tree)
+    assert "\x1b" not in done.stderr and "downloading" not in done.stderr
     bad = pvc("show", "not a pri")
     assert bad.returncode == 2 and bad.stderr.startswith("pvc: error: ") and "Traceback" not in bad.stderr
     down = pvc("versions", pri, PVC_URL=closed_port_url())
     assert down.returncode == 6 and len(down.stderr.strip().splitlines()) == 1
+
+
+def test_progress_baron_a_terminal(url: str, pri: str, tree: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PVC_URL": url, "COLUMNS": "160"}
+    env.pop("PVC_TOKEN", None)
+    tree = tmp_path / "shot"
+    tree.mkdir()
+    files = 30
+    for i in range(files):  # content no other test published: every file is uploaded
+        (tree / f"f{i}.usda").write_bytes(os.urandom(5000))
+    code, shown = on_a_terminal([_script("pvc"), "publish", pri, str(tree)], env)
+    assert code == 0, shown
+    assert "uploading" in shown and f"{files}/{files} files" in shown, shown
+    code, shown = on_a_terminal([_script("pvc"), "get", pri, str(tmp_path / "out")], env)
+    assert code == 0 and "downloading" in shown and f"{files}/{files} files" in shown, shown
 
 
 def test_serve_delegates_to_the_service(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,11 +45,11 @@ def test_health(url: str) -> None:
 
 
 def test_publish_directory_then_materialize_round_trip(url: str, pri: str, tree: Path, tmp_path: Path) -> None:
-    progress: list[tuple[int, int]] = []
+    progress: list[tuple[int, int, int, int]] = []
 
     async def main(c: PVCClient) -> tuple[dict, dict, dict]:
         v1 = await c.publish_directory(pri, tree, message="first", labels=["published"],
-                                       progress=lambda done, total: progress.append((done, total)))
+                                       progress=lambda *figures: progress.append(figures))
         sent_first = c.stats["bytes_out"]
         v2 = await c.publish_directory(pri, tree, message="same again")
         # the store already holds every blob: the second publish sends only JSON
@@ -62,7 +62,8 @@ def test_publish_directory_then_materialize_round_trip(url: str, pri: str, tree:
     assert v1["message"] == "first" and "published" in v1["labels"]
     assert describe(tmp_path / "out" / "walter") == describe(tree)
     total = sum(e["size"] for e in v1["manifest"] if e["type"] == "file") - len(b"same bytes")
-    assert progress and progress[-1] == (total, total)
+    blobs = {e["sha256"] for e in v1["manifest"] if e["type"] == "file"}
+    assert progress and progress[-1] == (total, total, len(blobs), len(blobs))  # bytes and files, all done
     assert not [p for p in (tmp_path / "out").iterdir() if p.name != "walter"]  # no staging left
 
 

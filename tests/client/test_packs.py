@@ -33,7 +33,6 @@ from pvc_client import (
     frame_header,
     plan_packs,
 )
-from tests.support.service import Service
 
 
 def sha(data: bytes) -> str:

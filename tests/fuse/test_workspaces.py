@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from pvc_client import format_time, parse_time
+from tests.support.helpers import on_a_terminal
 from tests.support.mount import mounted, prodfs, wait_for
 
 P1, P2, P3, P4 = "dia-p1", "dia-p2", "dia-p3", "dia-p4"
@@ -121,7 +123,6 @@ def test_workspace_mount_follows_changes_and_snapshots_do_not(tmp_path, pvc, pvc
         snap = prodfs("snapshot", str(m.path)).stdout.strip()
         assert snap and snap == prodfs("snapshot", str(m.path)).stdout.strip()  # content-derived
         import subprocess
-        import sys
 
         res = subprocess.run([sys.executable, "-m", "pvc_client.cli", "snapshot", "create", "--workspace", "lgt",
                               "--url", pvc_url], capture_output=True, text=True)
@@ -138,6 +139,11 @@ def test_workspace_mount_follows_changes_and_snapshots_do_not(tmp_path, pvc, pvc
                                           "prefer": [], "overrides": []})
         report = json.loads(prodfs("prefetch", str(r.path), "--json").stdout)
         assert report["snapshot"] == snap and report["files"] >= 4
+        # on a terminal, a progress bar: files, bytes, rate, time left
+        code, shown = on_a_terminal([sys.executable, "-m", "mount_tools.cli", "prefetch", "--snapshot", snap,
+                                     "--pvc", pvc_url, "--cache-dir", str(tmp_path / "other-cache")],
+                                    {**os.environ, "COLUMNS": "160"})
+        assert code == 0 and f"prefetch {snap}" in shown and f"{report['blobs']}/{report['blobs']} files" in shown, shown
         assert v(r) == f"{P1}@1"
         assert not os.path.exists(r / f"{P1}@4")
         requests_before = r.control("stats.json")["pvc_requests"]

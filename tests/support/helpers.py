@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import pty
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import trio
 from pvc_client import PVCClient
 from tests.support.mount import mounted, prodfs
 
-__all__ = ["need_fuse", "Publisher", "sha256", "file_tree", "timed_errno", "status_of", "mounted", "prodfs",
+__all__ = ["on_a_terminal", "need_fuse", "Publisher", "sha256", "file_tree", "timed_errno", "status_of", "mounted", "prodfs",
            "blob_problems", "no_mounts_left_behind"]
 
 T = TypeVar("T")
@@ -110,3 +112,22 @@ def no_mounts_left_behind(base: str) -> Iterator[None]:
 
 
 EIO = errno.EIO
+
+
+def on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``argv`` with stderr on a pseudo-terminal; its exit code and what the terminal showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    proc.communicate(timeout=60)
+    return proc.returncode, shown.decode("utf-8", "replace")
