@@ -76,3 +76,32 @@ def test_sigkill_mid_read_and_mid_download(tmp_path: Path, pvc: Publisher, proxy
         assert (m / PRI / "big.bin").read_bytes() == big
         assert (m / PRI / "warm.bin").read_bytes() == warm
     assert blob_problems(cache) == []
+
+
+def test_fetched_but_unrecorded_payloads_are_hashed_again(tmp_path: Path, pvc: Publisher, pvc_url: str) -> None:
+    import sqlite3
+
+    files = {f"layer{i}.usda": os.urandom(20_000) for i in range(12)}
+    pvc.publish(PRI, file_tree(tmp_path / "src", files))
+    cache = tmp_path / "cache"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    prodfs("mount", str(mnt), "--pvc", pvc_url, "--cache-dir", str(cache), "--log-file", str(tmp_path / "a.log"))
+    try:
+        for name, data in files.items():
+            assert (mnt / PRI / name).read_bytes() == data
+        pid = int(json.loads((mnt / ".prodfs" / "stats.json").read_text())["pid"])
+        os.kill(pid, signal.SIGKILL)  # at once: the ledger is written behind, after a sync
+        wait_gone(pid)
+    finally:
+        prodfs("status", str(mnt), "--json", check=False)
+    with sqlite3.connect(cache / "verified.sqlite") as db:
+        recorded = {sha for (sha,) in db.execute("SELECT sha FROM verified")}
+    fetched = {p.name for p in (cache / "blobs").rglob("*") if p.is_file()}
+    assert len(fetched) == len(files)
+    with mounted(tmp_path, pvc_url, name="mnt", cache=cache) as m:
+        for name, data in files.items():
+            assert (m / PRI / name).read_bytes() == data
+        s = m.control("stats.json")
+        # what has no record is hashed before it is served, what has one is trusted; nothing fetched again
+        assert s["blobs_hashed"] == len(fetched - recorded) and s["blobs_fetched"] == 0, (s, len(recorded))
