@@ -217,6 +217,23 @@ class BlobStore:
             conn.execute(insert.values(sha256=sha, size=size, created_us=now_us())
                          .on_conflict_do_nothing(index_elements=["sha256"]))
 
+    def open_for_read(self, sha: str, whole: int) -> tuple[int, bytes | BinaryIO]:
+        """(size, the bytes) for a blob of at most ``whole`` bytes, else (size, an open file)."""
+        try:
+            f = open(self.path(sha), "rb")  # noqa: SIM115 - handed to the caller when large
+        except FileNotFoundError:
+            raise NotFound(f"no blob {sha}") from None
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if size > whole:
+                return size, f
+            data = f.read()
+        except BaseException:
+            f.close()
+            raise
+        f.close()
+        return size, data
+
     def require(self, sha: str) -> tuple[Path, int]:
         path = self.path(sha)
         try:
