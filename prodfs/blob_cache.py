@@ -28,7 +28,8 @@ import logging
 import os
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 __all__ = ["BlobCache", "CorruptBlob", "EMPTY_SHA256", "CheckReport", "check_cache"]
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_PIPELINE_FROM = 4 << 20  # payloads larger than this are hashed and written beside the download
+_AHEAD = 8  # megabytes a download may get ahead of its writer
 
 # download(sha, sink) -> bytes written; the PVC client's download_blob fits.
 Downloader = Callable[[str, "object"], Awaitable[int]]
@@ -87,6 +90,7 @@ class BlobCache:
         self._arriving: dict[str, trio.Event] = {}
         # verified here, their ledger records waiting for the data to be on disk (`sync_ledger`)
         self._unsynced: list[str] = []
+        self._subdirs: set[str] = set()  # blobs/ab/ directories known to exist
         self.max_bytes = max_bytes
         self.stats = stats or Stats()
         self._limiter = trio.CapacityLimiter(threads)
@@ -354,9 +358,14 @@ class BlobCache:
         try:
             started = time.monotonic()
             with open(tmp, "wb") as f:
-                sink = _HashingWriter(f)  # hashed as it arrives: never read back
-                written = await self._download(sha, sink)
-            actual = sink.hexdigest()
+                # hashed as it arrives, never read back; a large one in a thread of its own
+                # while the next bytes arrive
+                sink = _HashingWriter(f) if size <= _PIPELINE_FROM else _PipelinedWriter(f)
+                try:
+                    written = await self._download(sha, sink)
+                finally:
+                    actual = await trio.to_thread.run_sync(sink.finish) if isinstance(sink, _PipelinedWriter) \
+                        else sink.hexdigest()
             if actual != sha:
                 self.stats.error(f"blob {sha} from the service hashes to {actual}")
                 log.error("cache: blob %s from the service hashes to %s: refused", sha[:12], actual[:12])
@@ -423,21 +432,32 @@ class BlobCache:
                 event.set()
 
     def _write_frames(self, frames: list[Frame]) -> list[Signature | None]:
-        """Write verified frames into place (a worker thread): tmp, then rename, as `_fetch` does."""
+        """Write verified frames into place (a worker thread): tmp, then rename, as `_fetch` does.
+
+        Strings, not Path objects, and the signature from the fd after the
+        rename (which sets the ctime): a small payload costs five syscalls.
+        """
         out: list[Signature | None] = []
         for frame in frames:
-            final = self.path(frame.sha256)
-            tmp = f"{self.tmp_dir}/{frame.sha256}.{uuid.uuid4().hex[:8]}"
+            sha = frame.sha256
+            final = self._path_str(sha)
+            tmp = f"{self.tmp_dir}/{sha}.{uuid.uuid4().hex[:8]}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                with open(tmp, "xb") as f:  # a buffered write: a short write is completed, a full disk raises
-                    f.write(frame.data)
-                final.parent.mkdir(exist_ok=True)
+                view = memoryview(frame.data)
+                while view:  # a short write is completed; a full disk raises
+                    view = view[os.write(fd, view):]
+                if sha[:2] not in self._subdirs:
+                    os.makedirs(f"{self.blob_dir}/{sha[:2]}", exist_ok=True)
+                    self._subdirs.add(sha[:2])
                 os.replace(tmp, final)
+                out.append(fsignature_of(fd))
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            out.append(signature_of(final))
+            finally:
+                os.close(fd)
         return out
 
     def usage(self) -> dict:
@@ -461,7 +481,10 @@ def fetch_ahead_plan(wanted: Entry, neighbours: Iterable[Entry], budget: int) ->
     assert wanted.sha256 is not None
     plan = [(wanted.sha256, wanted.size)]
     total = wanted.size
-    for e in neighbours:
+    listed = list(neighbours)
+    # the names after it first (the next frames of a sequence), then those before
+    at = next((i for i, e in enumerate(listed) if e.path == wanted.path), -1)
+    for e in listed[at + 1:] + listed[:max(at, 0)]:
         if e.type != "file" or not e.size or e.sha256 is None or e.sha256 == wanted.sha256:
             continue
         if e.size > PACK_BLOB_LIMIT or total + e.size > budget:
@@ -513,6 +536,55 @@ def check_cache(root: str | os.PathLike, progress: Callable[[int, int], None] | 
     finally:
         ledger.close()
     return report
+
+
+class _PipelinedWriter:
+    """A file sink that hashes in one worker thread and writes in another, each in order.
+
+    The event loop hands it a megabyte at a time and goes back to the
+    network, so receiving, hashing and writing overlap (hashlib and file
+    writes let go of the GIL). At most `_AHEAD` megabytes wait for either
+    thread; then the loop waits: the disk sets the pace. `finish` (in a
+    worker thread) waits for the rest and gives the digest; an error
+    writing is raised there, or by the `write` that found it.
+    """
+
+    def __init__(self, f) -> None:  # noqa: ANN001 - a binary file
+        self._f = f
+        self._hash = hashlib.sha256()
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._pending: deque[tuple[Future[None], Future[int]]] = deque()
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prodfs-hash")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prodfs-write")
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= 1 << 20:
+            self._hand_over()
+        return len(data)
+
+    def _hand_over(self) -> None:
+        if not self._parts:
+            return
+        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts, self._size = [], 0
+        while self._pending and (len(self._pending) >= _AHEAD or all(f.done() for f in self._pending[0])):
+            for done in self._pending.popleft():
+                done.result()
+        self._pending.append((self._hasher.submit(self._hash.update, data), self._writer.submit(self._f.write, data)))
+
+    def finish(self) -> str:
+        try:
+            self._hand_over()
+            while self._pending:
+                for done in self._pending.popleft():
+                    done.result()
+        finally:
+            self._hasher.shutdown(wait=True)
+            self._writer.shutdown(wait=True)
+        return self._hash.hexdigest()
 
 
 class _HashingWriter:

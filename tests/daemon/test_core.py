@@ -437,3 +437,47 @@ def test_manifest_disk_cache_is_per_store_version(tmp_path):
     c = VersionStore(never, tmp_path)
     assert "a.txt" in trio.run(c.get, "s-x", 1, 7, T0).children("d")
     assert "b.txt" in trio.run(VersionStore(never, tmp_path).get, "s-x", 1, 7, T0 + 1).children("d")
+
+
+def test_fetch_ahead_plan_takes_the_next_names_first_within_the_budget() -> None:
+    from prodfs.blob_cache import fetch_ahead_plan
+    from pvc_client import PACK_BLOB_LIMIT, Entry
+
+    def f(name: str, size: int, sha: str | None = None) -> Entry:
+        return Entry(path=f"frames/{name}", type="file", mode=0o644, size=size, sha256=sha or name[-1] * 64)
+
+    listing = [f("a", 10), f("b", 10), f("c", 10), f("d", 10), f("e", PACK_BLOB_LIMIT + 1), f("f", 0),
+               f("g", 10, sha="c" * 64), Entry(path="frames/sub", type="dir", mode=0o755)]
+    wanted = listing[2]
+    plan = fetch_ahead_plan(wanted, listing, budget=35)
+    # itself first, then the names after it (the next frames), then those before, until the budget
+    assert plan == [("c" * 64, 10), ("d" * 64, 10), ("a" * 64, 10)]
+    assert fetch_ahead_plan(wanted, listing, budget=10) == [("c" * 64, 10)]
+    # never a large one, an empty one, a directory, or the wanted content twice
+    assert [sha[0] for sha, _ in fetch_ahead_plan(wanted, listing, budget=1 << 30)] == ["c", "d", "a", "b"]
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_a_large_payload_is_hashed_and_written_beside_its_download(tmp_path, corrupt: bool) -> None:
+    data = os.urandom(9 << 20) + b"tail"  # over the size hashed and written in threads of their own
+    sha = hashlib.sha256(data).hexdigest()
+
+    async def download(wanted: str, sink) -> int:  # noqa: ANN001
+        sent = data if not corrupt else data[:-1] + b"X"
+        for i in range(0, len(sent), 65536):  # the pieces a connection hands over
+            sink.write(sent[i:i + 65536])
+            await trio.sleep(0)
+        return len(sent)
+
+    cache = BlobCache(tmp_path / "cache", download)
+
+    async def main() -> None:
+        if corrupt:
+            with pytest.raises(CorruptBlob):
+                await cache.ensure(sha, len(data))
+            assert not list((tmp_path / "cache" / "tmp").iterdir())  # nothing left behind
+            return
+        path = await cache.ensure(sha, len(data))
+        assert path.read_bytes() == data and cache.stats.blobs_fetched == 1
+
+    trio.run(main)
