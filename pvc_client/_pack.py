@@ -82,35 +82,39 @@ class PackParser:
         return self._sha is not None or bool(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        self._buf += data
+        buf = self._buf
+        buf += data
+        pos = 0  # consumed; cut from the buffer once, at the end (not a copy of the rest per frame)
         out: list[Frame] = []
-        while True:
-            if self._sha is None:
-                end = self._buf.find(b"\n", 0, _MAX_HEADER)
-                if end < 0:
-                    if len(self._buf) >= _MAX_HEADER:
-                        raise PackError(f"bad frame header {bytes(self._buf[:_MAX_HEADER])!r}")
+        try:
+            while True:
+                if self._sha is None:
+                    end = buf.find(b"\n", pos, pos + _MAX_HEADER)
+                    if end < 0:
+                        if len(buf) - pos >= _MAX_HEADER:
+                            raise PackError(f"bad frame header {bytes(buf[pos:pos + _MAX_HEADER])!r}")
+                        return out
+                    m = _HEADER.fullmatch(buf, pos, end + 1)
+                    if m is None:
+                        raise PackError(f"bad frame header {bytes(buf[pos:end + 1])!r}")
+                    sha, size = m.group(1).decode("ascii"), int(m.group(2))
+                    if size > self._max_blob:
+                        raise PackError(f"blob {sha[:12]}... of {size} bytes: a pack carries at most {self._max_blob}")
+                    if self._expect is not None and sha not in self._expect:
+                        raise PackError(f"blob {sha[:12]}... was not asked for")
+                    pos = end + 1
+                    self._sha, self._size = sha, size
+                if len(buf) - pos < self._size:
                     return out
-                m = _HEADER.fullmatch(self._buf, 0, end + 1)
-                if m is None:
-                    raise PackError(f"bad frame header {bytes(self._buf[:end + 1])!r}")
-                sha, size = m.group(1).decode("ascii"), int(m.group(2))
-                if size > self._max_blob:
-                    raise PackError(f"blob {sha[:12]}... of {size} bytes: a pack carries at most {self._max_blob}")
-                if self._expect is not None and sha not in self._expect:
-                    raise PackError(f"blob {sha[:12]}... was not asked for")
-                del self._buf[:end + 1]
-                self._sha, self._size = sha, size
-            if len(self._buf) < self._size:
-                return out
-            data_ = bytes(self._buf[:self._size])
-            del self._buf[:self._size]
-            out.append(Frame(self._sha, data_))
-            if self._expect is not None:
-                self._expect.discard(self._sha)
-            self.frames += 1
-            self.bytes += self._size
-            self._sha = None
+                out.append(Frame(self._sha, bytes(buf[pos:pos + self._size])))
+                pos += self._size
+                if self._expect is not None:
+                    self._expect.discard(self._sha)
+                self.frames += 1
+                self.bytes += self._size
+                self._sha = None
+        finally:
+            del buf[:pos]
 
     def finish(self) -> None:
         """The body ended: refuse one that stopped inside a frame."""
