@@ -58,9 +58,11 @@ class RequestMiddleware:
         head = method == "HEAD"
         if head:
             # HEAD is GET without the body, for every endpoint: routes see a GET
-            # (and can tell from HEAD_FLAG that no body will be sent)
-            scope["method"] = "GET"
-            scope[HEAD_FLAG] = True
+            # (and can tell from HEAD_FLAG that no body will be sent). A copy:
+            # the server's own scope must still say HEAD, or it waits for the
+            # body that Content-Length announces (uvicorn's httptools protocol
+            # reads the method from it) and drops the connection.
+            scope = {**scope, "method": "GET", HEAD_FLAG: True}
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status

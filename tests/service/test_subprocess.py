@@ -65,6 +65,17 @@ def test_kept_alive_requests_do_not_wait_for_delayed_acks(pvc_service: Service) 
     assert statistics.median(times) < 0.020, f"median {statistics.median(times) * 1000:.1f} ms"
 
 
+def test_a_head_answered_with_an_error_keeps_its_connection(pvc_service: Service) -> None:
+    # HEAD is served as a GET without the body: the server must still know it was a HEAD,
+    # or it waits for the error body's Content-Length and drops the kept-alive connection
+    with httpx.Client(base_url=pvc_service.api, timeout=30) as http:
+        for _ in range(3):
+            bad = http.head("/blobs/not-a-hash")
+            assert bad.status_code == 400 and int(bad.headers["content-length"]) > 0 and bad.content == b""
+            assert http.head(f"/blobs/{'0' * 64}").status_code == 404
+            assert http.get("/health").status_code == 200
+
+
 def test_accepted_connections_have_nodelay() -> None:
     listener = _listen("127.0.0.1", 0)
     with listener, socket.create_connection(listener.getsockname()[:2]):
