@@ -412,6 +412,7 @@ class BlobCache:
             return 0
         waits = {sha: trio.Event() for sha in todo}
         self._arriving.update(waits)
+        started = time.monotonic()
         try:
             for pack in plan_packs(list(todo.items())):
                 self._evict_for(sum(size for _, size in pack))
@@ -421,6 +422,7 @@ class BlobCache:
                 if self._arriving.get(sha) is event:
                     del self._arriving[sha]
                 event.set()
+        log.debug("cache: fetched %d blobs in packs (%.3fs)", len(todo), time.monotonic() - started)
         return len(todo)
 
     async def _store_frames(self, frames: list[Frame]) -> None:
