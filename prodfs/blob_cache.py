@@ -36,7 +36,7 @@ from pathlib import Path
 
 import trio
 
-from pvc_client import Entry, sha256_file, syncfs
+from pvc_client import Entry, PVCError, Unavailable, sha256_file, syncfs
 from pvc_client import PACK_BLOB_LIMIT, Frame, plan_packs
 
 from ._coalesce import Coalescer
@@ -424,6 +424,18 @@ class BlobCache:
                 event.set()
         log.debug("cache: fetched %d blobs in packs (%.3fs)", len(todo), time.monotonic() - started)
         return len(todo)
+
+    async def try_fetch_many(self, items: Iterable[tuple[str, int]]) -> None:
+        """`fetch_many`, leaving what a failed pack did not bring to `ensure` (which reports its own error).
+
+        An outage is raised at once: asking again for each payload would only wait longer.
+        """
+        try:
+            await self.fetch_many(items)
+        except Unavailable:
+            raise
+        except (PVCError, OSError) as exc:
+            log.info("cache: a pack failed (%s): its payloads are fetched one by one", exc)
 
     async def _store_frames(self, frames: list[Frame]) -> None:
         landed = await trio.to_thread.run_sync(self._write_frames, frames, limiter=self._limiter)

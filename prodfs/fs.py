@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from pvc_client import PACK_BLOB_LIMIT, Entry, InvalidInput, NotFound, PVCError, Unauthorized, Unavailable
+from pvc_client import PACK_BLOB_LIMIT, Entry, InvalidInput, NotFound, PVCError, Unauthorized
 
 from ._fastpath import PASSTHROUGH_BIT, FastLookups, FastReads, Passthrough
 from ._fuse import pyfuse3
@@ -443,26 +443,16 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     async def _fetch_ahead(self, node: Node, entry: Entry) -> None:
-        """A payload not in the cache: fetch it with its small neighbours, in one request.
-
-        Anything but an outage is left to the fetch of the one payload that
-        follows (it reports its own error); an outage fails the open now
-        rather than after a second wait.
-        """
+        """A payload not in the cache: fetch it with its small neighbours, in one request."""
         blobs = self.daemon.blobs
         budget = self.daemon.opts.fetch_ahead
         if blobs.max_bytes is not None:  # a guess never takes more than an eighth of a bounded cache
             budget = min(budget, blobs.max_bytes // 8)
         if entry.size > min(budget, PACK_BLOB_LIMIT):
             return
-        try:
-            plan = fetch_ahead_plan(entry, await self.ns.neighbours(node), budget)
-            if len(plan) > 1:  # alone, it streams to disk and resumes where it broke: `ensure` does that
-                await blobs.fetch_many(plan)
-        except Unavailable:
-            raise
-        except (PVCError, OSError) as exc:
-            log.info("fetching %s with its neighbours: %s; fetching it alone", entry.path, exc)
+        plan = fetch_ahead_plan(entry, await self.ns.neighbours(node), budget)
+        if len(plan) > 1:  # alone, it streams to disk and resumes where it broke: `ensure` does that
+            await blobs.try_fetch_many(plan)
 
     @staticmethod
     def _file_entry(node: Node) -> Entry:

@@ -110,7 +110,7 @@ async def prefetch(
         nonlocal done, done_files
         async with limiter:
             if len(group) > 1:
-                await blobs.fetch_many(group)
+                await blobs.try_fetch_many(group)
             for sha, size in group:
                 await blobs.ensure(sha, size)
                 done += size
