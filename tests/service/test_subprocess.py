@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import statistics
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pvc_client import PACK_MEDIA_TYPE, frame_header
 from pvc_service.server import _listen
 from tests.support.service import Service, ServiceFailed, running_service
 
@@ -113,6 +115,14 @@ def test_postgresql_over_loopback(tmp_path: Path, pg_url: str) -> None:
             # a long-poll is answered at once when events are already there
             feed = http.get("/events", params={"timeout": 30}).json()
             assert [e["kind"] for e in feed["events"]] == ["publish", "label"]
+            # a pack of blobs recorded in one transaction, twice (the second finds them all)
+            blobs = [os.urandom(1000 + i) for i in range(50)]
+            pack = b"".join(frame_header(hashlib.sha256(b).hexdigest(), len(b)) + b for b in blobs)
+            for created in (50, 0):
+                r = http.post("/blobs/batch/put", content=pack, headers={"Content-Type": PACK_MEDIA_TYPE})
+                assert r.status_code == 200 and r.json()["created"] == created, r.text
+            missing = http.post("/blobs/missing", json={"sha256": [hashlib.sha256(b).hexdigest() for b in blobs]})
+            assert missing.json()["missing"] == []
         svc.stop()
         svc.start()
         assert httpx.get(f"{svc.api}/products/{PRI}/versions/published").json()["number"] == 1
