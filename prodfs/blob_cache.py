@@ -364,8 +364,7 @@ class BlobCache:
                 try:
                     written = await self._download(sha, sink)
                 finally:
-                    actual = await trio.to_thread.run_sync(sink.finish) if isinstance(sink, _PipelinedWriter) \
-                        else sink.hexdigest()
+                    actual = await sink.digest()  # a pipelined one waits for its threads, whatever happened
             if actual != sha:
                 self.stats.error(f"blob {sha} from the service hashes to {actual}")
                 log.error("cache: blob %s from the service hashes to %s: refused", sha[:12], actual[:12])
@@ -558,7 +557,7 @@ class _PipelinedWriter:
     The event loop hands it a megabyte at a time and goes back to the
     network, so receiving, hashing and writing overlap (hashlib and file
     writes let go of the GIL). At most `_AHEAD` megabytes wait for either
-    thread; then the loop waits: the disk sets the pace. `finish` (in a
+    thread; then the loop waits: the disk sets the pace. `digest` (in a
     worker thread) waits for the rest and gives the digest; an error
     writing is raised there, or by the `write` that found it.
     """
@@ -589,7 +588,7 @@ class _PipelinedWriter:
                 done.result()
         self._pending.append((self._hasher.submit(self._hash.update, data), self._writer.submit(self._f.write, data)))
 
-    def finish(self) -> str:
+    def _finish(self) -> str:
         try:
             self._hand_over()
             while self._pending:
@@ -599,6 +598,9 @@ class _PipelinedWriter:
             self._hasher.shutdown(wait=True)
             self._writer.shutdown(wait=True)
         return self._hash.hexdigest()
+
+    async def digest(self) -> str:
+        return await trio.to_thread.run_sync(self._finish)
 
 
 class _HashingWriter:
@@ -612,6 +614,6 @@ class _HashingWriter:
         self._hash.update(data)
         return self._f.write(data)
 
-    def hexdigest(self) -> str:
+    async def digest(self) -> str:
         return self._hash.hexdigest()
 
