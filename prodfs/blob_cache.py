@@ -314,6 +314,10 @@ class BlobCache:
     def path_bytes(self, sha: str) -> bytes:
         return os.fsencode(self._path_str(sha))
 
+    def _tmp_str(self, sha: str) -> str:
+        """Where a download of ``sha`` is written before it is renamed into place (a name of its own)."""
+        return f"{self.tmp_dir}/{sha}.{uuid.uuid4().hex[:8]}"
+
     def _path_str(self, sha: str) -> str:
         return f"{self._prefix}{sha[:2]}/{sha}"  # `path` without a Path object: for the hot paths
 
@@ -356,7 +360,7 @@ class BlobCache:
 
     async def _fetch(self, sha: str, size: int) -> None:
         self._evict_for(size)
-        tmp = self.tmp_dir / f"{sha}.{uuid.uuid4().hex[:8]}"
+        tmp = Path(self._tmp_str(sha))
         try:
             started = time.monotonic()
             with open(tmp, "wb") as f:
@@ -466,7 +470,7 @@ class BlobCache:
         for frame in frames:
             sha = frame.sha256
             final = self._path_str(sha)
-            tmp = f"{self.tmp_dir}/{sha}.{uuid.uuid4().hex[:8]}"
+            tmp = self._tmp_str(sha)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 view = memoryview(frame.data)

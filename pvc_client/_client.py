@@ -40,7 +40,18 @@ from ._args import (
 from ._errors import ERROR_CODES, Conflict, InvalidInput, NotFound, PVCError, Unauthorized, Unavailable
 from ._manifest import normalize_manifest
 from ._pack import MEDIA_TYPE as PACK_TYPE
-from ._pack import PACK_BLOB_LIMIT, PACK_MAX_BLOBS, Frame, PackError, PackParser, frame_header
+from ._pack import (
+    PACK_BLOB_LIMIT,
+    PACK_MAX_BLOBS,
+    Frame,
+    PackError,
+    PackParser,
+    Source,
+    SourceChanged,
+    frame_groups,
+    frame_header,
+    read_frames,
+)
 from ._pri import LATEST, parse_pri, parse_ref
 
 __all__ = ["DEFAULT_URL", "PVCClient"]
@@ -168,31 +179,13 @@ async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
         raise InvalidInput(f"{path}: file changed while it was being uploaded")
 
 
-async def _pack_body(items: Sequence[tuple[str, bytes | os.PathLike[str] | str, int]]) -> AsyncIterator[bytes]:
+async def _pack_body(items: Sequence[Source]) -> AsyncIterator[bytes]:
     """A pack of ``items``, about a megabyte at a time (file reads in a worker thread)."""
-    i = 0
-    while i < len(items):
-        j, total = i, 0
-        while j < len(items) and (j == i or total + items[j][2] <= _CHUNK):
-            total += items[j][2]
-            j += 1
-        yield await trio.to_thread.run_sync(_read_pack_part, items[i:j])
-        i = j
-
-
-def _read_pack_part(items: Sequence[tuple[str, bytes | os.PathLike[str] | str, int]]) -> bytes:
-    parts: list[bytes] = []
-    for sha, source, size in items:
-        if isinstance(source, bytes | bytearray | memoryview):
-            data = bytes(source)
-        else:
-            with open(source, "rb") as f:
-                data = f.read(size + 1)
-        if len(data) != size:
-            raise InvalidInput(f"{source if not isinstance(source, bytes) else sha}: "
-                               f"changed since it was scanned ({len(data)} bytes, not {size})")
-        parts += (frame_header(sha, size), data)
-    return b"".join(parts)
+    for group in frame_groups(items, _CHUNK):
+        try:
+            yield await trio.to_thread.run_sync(read_frames, group)
+        except SourceChanged as exc:
+            raise InvalidInput(str(exc)) from None
 
 
 class PVCClient:
@@ -512,7 +505,7 @@ class PVCClient:
 
         return await self._send(build, handle, idempotent=True)
 
-    async def upload_pack(self, items: Sequence[tuple[str, bytes | os.PathLike[str] | str, int]]) -> JSON:
+    async def upload_pack(self, items: Sequence[Source]) -> JSON:
         """Store many small blobs in one request: ``(sha, bytes or file, size)`` each.
 
         All or nothing on the service's side (it checks every hash), so a

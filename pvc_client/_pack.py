@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["MEDIA_TYPE", "PackError", "PackParser", "Frame", "frame_header", "plan_packs",
-           "PACK_BLOB_LIMIT", "PACK_MAX_BYTES", "PACK_MAX_BLOBS"]
+__all__ = ["MEDIA_TYPE", "PackError", "SourceChanged", "PackParser", "Frame", "frame_header", "plan_packs",
+           "frame_groups", "read_frames", "PACK_BLOB_LIMIT", "PACK_MAX_BYTES", "PACK_MAX_BLOBS"]
 
 MEDIA_TYPE = "application/x-pvc-pack"
 # Blobs up to this size travel in packs; larger ones have a request of their
@@ -42,6 +43,14 @@ _MAX_HEADER = 64 + 1 + 16 + 1
 
 class PackError(ValueError):
     """A body that is not a well-formed pack (or ends in the middle of a frame)."""
+
+
+class SourceChanged(PackError):
+    """A blob's file no longer has the size it was to be sent with."""
+
+
+# (sha256, the bytes or the file holding them, size)
+Source = tuple[str, bytes | os.PathLike[str] | str, int]
 
 
 def frame_header(sha: str, size: int) -> bytes:
@@ -135,3 +144,31 @@ def plan_packs(items: Sequence[tuple[str, int]], *, max_bytes: int = PACK_MAX_BY
         total += size
     if pack:
         yield pack
+
+
+def frame_groups(items: Sequence[Source], limit: int) -> Iterator[Sequence[Source]]:
+    """Consecutive runs of ``items`` of at most ``limit`` bytes in all (a larger blob alone)."""
+    i = 0
+    while i < len(items):
+        j, total = i, 0
+        while j < len(items) and (j == i or total + items[j][2] <= limit):
+            total += items[j][2]
+            j += 1
+        yield items[i:j]
+        i = j
+
+
+def read_frames(items: Iterable[Source]) -> bytes:
+    """The frames of ``items``, reading the files among them (blocking: call it from a worker thread)."""
+    parts: list[bytes] = []
+    for sha, source, size in items:
+        if isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+        else:
+            with open(source, "rb") as f:
+                data = f.read(size + 1)
+        if len(data) != size:
+            raise SourceChanged(f"{sha if isinstance(source, bytes | bytearray | memoryview) else source}: "
+                                f"changed since it was scanned ({len(data)} bytes, not {size})")
+        parts += (frame_header(sha, size), data)
+    return b"".join(parts)

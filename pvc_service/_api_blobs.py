@@ -11,10 +11,10 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
-from ._auth import Principal, require
 from pvc_client import PACK_MEDIA_TYPE as PACK_TYPE
-from pvc_client import frame_header
+from pvc_client import frame_groups, frame_header, read_frames
 
+from ._auth import Principal, require
 from ._blobs import ByteRange, check_sha, parse_range
 from ._errors import ServiceError
 from ._json import json_response
@@ -72,48 +72,27 @@ async def batch_put(request: Request, _: Principal = Depends(require("publish"))
 @router.post("/blobs/batch/get", summary="Download many blobs as one pack, in the order asked")
 async def batch_get(request: Request, body: BatchGetBody, _: Principal = Depends(require("read"))) -> Response:
     st = state(request)
-    for sha in body.sha256:
-        check_sha(sha)
-    found = await run_db(st.blobs.sizes, body.sha256)
-    length = sum(len(frame_header(sha, size)) + size for sha, (_, size) in zip(body.sha256, found))
-    return StreamingResponse(_stream_pack(list(zip(body.sha256, found)), st.metrics),
-                             headers={"Content-Length": str(length)}, media_type=PACK_TYPE)
+    found = await run_db(st.blobs.sizes, body.sha256)  # refuses a bad name, or a missing blob, before any byte
+    blobs = [(sha, path, size) for sha, (path, size) in zip(body.sha256, found)]
+    length = sum(len(frame_header(sha, size)) + size for sha, _, size in blobs)
+    return StreamingResponse(_stream_pack(blobs, st.metrics), headers={"Content-Length": str(length)},
+                             media_type=PACK_TYPE)
 
 
-async def _stream_pack(blobs: list[tuple[str, tuple[Path, int]]], metrics: Metrics) -> AsyncIterator[bytes]:
-    # Small blobs are read a batch at a time in one worker thread (a thread
-    # hop per 4 KiB file would cost more than the read); large ones stream.
-    i = 0
-    while i < len(blobs):
-        sha, (path, size) = blobs[i]
+async def _stream_pack(blobs: list[tuple[str, Path, int]], metrics: Metrics) -> AsyncIterator[bytes]:
+    # Small blobs are read a group at a time in one worker thread (a thread
+    # hop per 4 KiB file would cost more than the read); a large one streams.
+    for group in frame_groups(blobs, _CHUNK):
+        sha, path, size = group[0]
         if size > _CHUNK:
             yield frame_header(sha, size)
             f = await anyio.to_thread.run_sync(open, path, "rb")
             async for chunk in _stream(f, 0, size, metrics):
                 yield chunk
-            i += 1
             continue
-        j, total = i, 0
-        while j < len(blobs) and blobs[j][1][1] <= _CHUNK and total < _CHUNK:
-            total += blobs[j][1][1]
-            j += 1
-        group = blobs[i:j]
-        data = await anyio.to_thread.run_sync(_read_frames, group)
-        metrics.add("blob_bytes_out", total)
+        data = await anyio.to_thread.run_sync(read_frames, group)  # a blob that changed cuts the answer short
+        metrics.add("blob_bytes_out", sum(size for _, _, size in group))
         yield data
-        i = j
-
-
-def _read_frames(group: list[tuple[str, tuple[Path, int]]]) -> bytes:
-    parts: list[bytes] = []
-    for sha, (path, size) in group:
-        with open(path, "rb") as f:
-            data = f.read(size + 1)
-        if len(data) != size:  # an immutable blob cannot change; if it did, cut the answer short
-            raise OSError(f"blob {sha} changed size on disk")
-        parts.append(frame_header(sha, size))
-        parts.append(data)
-    return b"".join(parts)
 
 
 def _headers(sha256: str) -> dict[str, str]:

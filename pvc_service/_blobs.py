@@ -115,7 +115,7 @@ class BlobStore:
             created = await anyio.to_thread.run_sync(self._install, tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        await anyio.to_thread.run_sync(self._record, sha, size)
+        await anyio.to_thread.run_sync(self._record, [(sha, size)])
         return size, created
 
     async def put_pack(self, body: AsyncIterator[bytes], limit: int) -> tuple[int, int, int]:
@@ -151,7 +151,7 @@ class BlobStore:
         finally:
             for _, tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
-        await anyio.to_thread.run_sync(self._record_many, [(sha, size) for sha, _, size in staged])
+        await anyio.to_thread.run_sync(self._record, [(sha, size) for sha, _, size in staged])
         return len(staged), sum(size for _, _, size in staged), created
 
     def _stage(self, frames: list, staged: list[tuple[str, Path, int]]) -> None:
@@ -178,7 +178,7 @@ class BlobStore:
         syncfs(self.root)  # the renames too, before the database says the blobs exist
         return created
 
-    def _record_many(self, found: list[tuple[str, int]]) -> None:
+    def _record(self, found: list[tuple[str, int]]) -> None:
         if not found:
             return
         insert = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(blobs)
@@ -211,12 +211,6 @@ class BlobStore:
         _fsync_dir(final.parent)
         return not existed
 
-    def _record(self, sha: str, size: int) -> None:
-        insert = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(blobs)
-        with self.db.write() as conn:
-            conn.execute(insert.values(sha256=sha, size=size, created_us=now_us())
-                         .on_conflict_do_nothing(index_elements=["sha256"]))
-
     def open_for_read(self, sha: str, whole: int) -> tuple[int, bytes | BinaryIO]:
         """(size, the bytes) for a blob of at most ``whole`` bytes, else (size, an open file)."""
         try:
@@ -235,11 +229,7 @@ class BlobStore:
         return size, data
 
     def require(self, sha: str) -> tuple[Path, int]:
-        path = self.path(sha)
-        try:
-            return path, path.stat().st_size
-        except FileNotFoundError:
-            raise NotFound(f"no blob {sha}") from None
+        return self.sizes([sha])[0]
 
 
 def _sync(f: BinaryIO) -> None:
