@@ -139,7 +139,7 @@ class ProdFS(Target):
         # The daemon itself, as `prodfs mount` starts it (one interpreter start
         # instead of two: the run remounts often), waiting for its "ready".
         r, w = os.pipe()
-        proc = subprocess.Popen([sys.executable, "-m", "prodfs.daemon", *args, "--ready-fd", str(w)],
+        proc = subprocess.Popen([sys.executable, "-m", "prodfs.mount.daemon", *args, "--ready-fd", str(w)],
                                 pass_fds=(w,), start_new_session=True, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(w)

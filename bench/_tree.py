@@ -19,9 +19,9 @@ from typing import Any
 
 import trio
 
-from prodfs.context import Context
-from prodfs.resolver import resolve
-from prodfs.snapshots import load_graph, snapshot_record
+from prodfs.resolution.context import Context
+from prodfs.resolution.resolver import resolve
+from prodfs.resolution.snapshots import load_graph, snapshot_record
 from pvc_client import PVCClient, to_micros, utcnow
 
 __all__ = ["TreeSpec", "Dataset", "build_and_publish", "make_squashfs", "small_pri", "BIG_PRI"]

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prodfs.context import Context  # noqa: E402
-from prodfs.resolver import resolve  # noqa: E402
+from prodfs.resolution.context import Context  # noqa: E402
+from prodfs.resolution.resolver import resolve  # noqa: E402
 
 
 def _load_graphgen():  # type: ignore[no-untyped-def]

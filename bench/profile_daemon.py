@@ -2,7 +2,7 @@
 
     python -m bench.profile_daemon --pvc URL [--snapshot ID] --cache-dir D --workload small [--repeat 5]
 
-Starts ``prodfs.daemon`` under cProfile on a temporary mountpoint, runs the
+Starts ``prodfs.mount.daemon`` under cProfile on a temporary mountpoint, runs the
 workload from this process, unmounts (the daemon then writes its profile)
 and prints the functions with the most own time and cumulative time.
 Workloads: ``lookup`` (lstat every root name of a fresh mount), ``walk``
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         mnt = Path(tmp, "mnt")
         mnt.mkdir()
         prof = args.out or str(Path(tmp, "daemon.prof"))
-        cmd = [sys.executable, "-m", "cProfile", "-o", prof, "-m", "prodfs.daemon", str(mnt), "--pvc", args.pvc,
+        cmd = [sys.executable, "-m", "cProfile", "-o", prof, "-m", "prodfs.mount.daemon", str(mnt), "--pvc", args.pvc,
                "--cache-dir", args.cache_dir, "--log-level", "warning", "--log-file", str(Path(tmp, "log"))]
         if args.snapshot:
             cmd += ["--snapshot", args.snapshot]

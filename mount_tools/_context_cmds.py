@@ -39,8 +39,8 @@ def cmd_snapshot(opts: argparse.Namespace) -> int:
 
 
 def cmd_prefetch(opts: argparse.Namespace) -> int:
-    from prodfs.options import default_cache_dir
-    from prodfs.snapshots import prefetch
+    from prodfs.mount.options import default_cache_dir
+    from prodfs.storage import prefetch
     from pvc_client.progress import transfer_progress
 
     url, cache_dir, snap_id = opts.pvc, opts.cache_dir, opts.snapshot
@@ -75,9 +75,9 @@ def cmd_prefetch(opts: argparse.Namespace) -> int:
 
 
 def cmd_diff(opts: argparse.Namespace) -> int:
-    from prodfs.context import Context
-    from prodfs.resolver import diff, resolve
-    from prodfs.snapshots import load_graph
+    from prodfs.resolution.context import Context
+    from prodfs.resolution.resolver import diff, resolve
+    from prodfs.resolution.snapshots import load_graph
 
     mnt = os.path.abspath(opts.mountpoint)
     info = read_control(mnt, "context.json")

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from prodfs.options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
+from prodfs.mount.options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 
 from ._context_cmds import add_parsers, cmd_diff, cmd_prefetch, cmd_snapshot
 from ._mounts import (
@@ -75,7 +75,7 @@ def cmd_mount(opts: argparse.Namespace, raw: list[str]) -> int:
         raise QuietError("--snapshot fixes the whole context: it takes no --workspace/--root/--strategy/--prefer/--override", 2)
     _check_context_options(opts)
     if opts.foreground:
-        from prodfs.daemon import main as daemon_main
+        from prodfs.mount.daemon import main as daemon_main
 
         return daemon_main(raw)
     log_file = opts.log_file
@@ -86,7 +86,7 @@ def cmd_mount(opts: argparse.Namespace, raw: list[str]) -> int:
         raw = raw + ["--log-file", str(log_file)]
     r, w = os.pipe()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prodfs.daemon", *raw, "--ready-fd", str(w)],
+        [sys.executable, "-m", "prodfs.mount.daemon", *raw, "--ready-fd", str(w)],
         pass_fds=(w,), start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -222,7 +222,7 @@ def cmd_conflicts(opts: argparse.Namespace) -> int:
 
 
 def cmd_fsck(opts: argparse.Namespace) -> int:
-    from prodfs.blob_cache import check_cache
+    from prodfs.storage.blob_cache import check_cache
 
     cache_dir = Path(opts.cache_dir or default_cache_dir())
     if not (cache_dir / "blobs").is_dir():

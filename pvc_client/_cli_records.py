@@ -14,6 +14,7 @@ from ._cli_common import (
 )
 from ._client import DEFAULT_URL, PVCClient
 from ._errors import Conflict, InvalidInput, NotFound
+from ._plugins import plugin
 from ._pri import parse_pri, parse_ref
 
 __all__ = ["workspace_app", "snapshot_app"]
@@ -197,15 +198,9 @@ def snapshot_create(
     if (record is None) == (workspace is None):
         raise InvalidInput("give either --workspace NAME or a record FILE")
     if workspace is not None:
-        # the resolver lives with the daemon; resolving here keeps one implementation
-        from prodfs.context import Context
-        from prodfs.snapshots import create_snapshot
-
-        async def make(c):
-            ws = await c.get_workspace(workspace)
-            return await create_snapshot(c, Context.from_workspace(ws), workspace=workspace)
-
-        snapshot = call(url, make)
+        # resolving is the resolver's job (prodfs.resolution): one implementation
+        snapshot_of = plugin("snapshot-of-workspace", needs="the ProdFS resolver")
+        snapshot = call(url, lambda c: snapshot_of(c, workspace))
     else:
         text = sys.stdin.read() if record == "-" else Path(record).read_text(encoding="utf-8")
         try:

@@ -53,6 +53,7 @@ from ._pack import (
     read_frames,
 )
 from ._pri import LATEST, parse_pri, parse_ref
+from ._transfer import materialize, publish_directory
 
 __all__ = ["DEFAULT_URL", "PVCClient"]
 
@@ -440,8 +441,6 @@ class PVCClient:
         progress: Progress | None = None,
     ) -> JSON:
         """Scan, upload the blobs the store lacks, then publish. Returns the Version."""
-        from ._transfer import publish_directory
-
         return await publish_directory(
             self, pri, directory, dependencies=dependencies, labels=labels, message=message,
             author=author, at=at, progress=progress,
@@ -700,8 +699,6 @@ class PVCClient:
         progress: Progress | None = None,
     ) -> JSON:
         """Write the version ``ref`` names into ``directory`` (absent or empty); verify every file."""
-        from ._transfer import materialize
-
         return await materialize(self, ref, directory, as_of=as_of, progress=progress)
 
 

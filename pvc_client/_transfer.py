@@ -1,4 +1,8 @@
-"""Whole-tree transfers on top of `PVCClient`: publishing a directory, materializing a version.
+"""Whole-tree transfers over a store's blob and version calls: publishing a directory, materializing a version.
+
+`PVCClient.publish_directory` and `PVCClient.materialize` call these with
+themselves as the `Store`; the protocol names exactly the calls used, so that
+this module does not depend on the client's class.
 
 Both move many blobs, a few at a time. Workers catch their own failures and
 stop taking work instead of letting the nursery cancel the others: requests
@@ -15,7 +19,7 @@ import shutil
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
 
 import trio
 
@@ -26,10 +30,27 @@ from ._pack import PACK_BLOB_LIMIT, Frame, plan_packs
 from ._pri import parse_pri, parse_ref
 
 if TYPE_CHECKING:
-    from ._args import JSON, Progress, TimeArg
-    from ._client import PVCClient
+    import os
 
-__all__ = ["publish_directory", "materialize"]
+    from ._args import JSON, Progress, TimeArg
+    from ._pack import Source
+
+__all__ = ["Store", "publish_directory", "materialize"]
+
+
+class Store(Protocol):
+    """The calls of `PVCClient` that whole-tree transfers make."""
+
+    async def missing_blobs(self, shas: Iterable[str]) -> list[str]: ...
+    async def upload_blob(self, sha: str, source: bytes | os.PathLike[str] | str) -> JSON: ...
+    async def upload_pack(self, items: Sequence[Source]) -> JSON: ...
+    async def publish(self, pri: str, manifest: Iterable[JSON], *, dependencies: Sequence[str] = (),
+                      labels: Sequence[str] = (), message: str = "", author: str | None = None,
+                      at: TimeArg = None) -> JSON: ...
+    async def resolve(self, ref: str, as_of: TimeArg = None) -> JSON: ...
+    async def download_blob(self, sha: str, sink: BinaryIO | IO[bytes], *, offset: int = 0,
+                            length: int | None = None) -> int: ...
+    async def download_pack(self, shas: Sequence[str], deliver: Callable[[list[Frame]], Awaitable[None]]) -> int: ...
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # setuid/setgid bits from a store are not honoured on a user's disk.
@@ -72,7 +93,7 @@ class _Meter:
 
 
 async def publish_directory(
-    client: PVCClient,
+    client: Store,
     pri: str,
     directory: str | os.PathLike[str],
     *,
@@ -199,7 +220,7 @@ def _remove_contents(root: Path, *, remove_root: bool) -> None:
 
 
 async def materialize(
-    client: PVCClient,
+    client: Store,
     ref: str,
     directory: str | os.PathLike[str],
     *,
@@ -224,7 +245,7 @@ async def materialize(
     return version
 
 
-async def _fill(client: PVCClient, root: Path, entries: list[Entry], progress: Progress | None) -> None:
+async def _fill(client: Store, root: Path, entries: list[Entry], progress: Progress | None) -> None:
     files: dict[str, list[Entry]] = {}
     for entry in entries:  # sorted by path: a parent always comes before its children
         path = root / entry.path
@@ -300,7 +321,7 @@ def _place(root: Path, group: list[Entry], data: bytes | None) -> None:
         os.chmod(root / entry.path, entry.mode & _MODE_MASK)
 
 
-async def _download_verified(client: PVCClient, sha: str, size: int, path: Path, meter: _Meter) -> None:
+async def _download_verified(client: Store, sha: str, size: int, path: Path, meter: _Meter) -> None:
     part = _part_name(path)
     sink = _HashingSink(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), meter)
     try:

@@ -34,6 +34,7 @@ from ._cli_common import (
 from ._cli_records import snapshot_app, workspace_app
 from ._client import DEFAULT_URL, PVCClient
 from ._errors import Conflict, InvalidInput, InvalidPRI, InvalidTime, NotFound, PVCError, Unauthorized, Unavailable
+from ._plugins import plugin
 from ._pri import parse_pri, parse_ref
 
 __all__ = ["app", "main", "EXIT_CODES"]
@@ -84,10 +85,7 @@ def serve(
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")] = None,
 ) -> int:
     """Run the PVC service."""
-    try:
-        from pvc_service.server import main as serve_main
-    except ImportError as exc:
-        raise PVCError(f"the PVC service is not installed here ({exc})") from None
+    serve_main = plugin("serve", needs="the PVC service")
     argv = ["--data", str(data)]
     for flag, value in (("--db", db), ("--host", host), ("--port", port), ("--tokens", tokens),
                         ("--ready-file", ready_file), ("--log-level", log_level)):

@@ -11,13 +11,13 @@ import pytest
 import trio
 
 from pvc_client import format_time, from_micros, parse_time, to_micros
-from prodfs.blob_cache import BlobCache, CorruptBlob, check_cache
-from prodfs.context import Context
-from prodfs.control import ControlSnapshots
-from prodfs.graph import Dep, Graph, ProductInfo, VersionInfo
-from prodfs.namespace import CONTROL_NAME, K_CONFLICT, K_FILE, K_TOP, ROOT, FsError, Namespace
-from prodfs.state import MountState
-from prodfs.versions import VersionStore
+from prodfs.storage.blob_cache import BlobCache, CorruptBlob, check_cache
+from prodfs.resolution.context import Context
+from prodfs.mount.control import ControlSnapshots
+from prodfs.resolution.graph import Dep, Graph, ProductInfo, VersionInfo
+from prodfs.mount.namespace import CONTROL_NAME, K_CONFLICT, K_FILE, K_TOP, ROOT, FsError, Namespace
+from prodfs.mount.state import MountState
+from prodfs.storage.versions import VersionStore
 
 T0 = to_micros(parse_time("2026-01-01T00:00:00Z"))
 DAY = 86400 * 1_000_000
@@ -273,7 +273,7 @@ def test_blob_cache_keeps_a_bounded_set_of_verified_fds(tmp_path):
 
 
 def _count_hashes(monkeypatch) -> list[str]:
-    import prodfs.blob_cache as bc
+    import prodfs.storage.blob_cache as bc
 
     hashed: list[str] = []
     real = bc.sha256_file
@@ -327,7 +327,7 @@ def test_blob_cache_trusts_what_another_process_hashed_while_unchanged(tmp_path,
 
 def test_trusted_signature_is_what_the_c_read_path_must_find_and_costs_no_hash(tmp_path, monkeypatch):
     """What the daemon hands the C read path: the signature a verified file had, read from the ledger."""
-    from prodfs._ledger import signature_of
+    from prodfs.storage.ledger import signature_of
 
     items, svc = _filled_cache(tmp_path)
     hashed = _count_hashes(monkeypatch)
@@ -354,7 +354,7 @@ def test_trusted_signature_is_what_the_c_read_path_must_find_and_costs_no_hash(t
 
 def test_fsck_finds_what_the_ledger_cannot_see(tmp_path):
     """Bytes changed under an unchanged signature (bit rot): only a full check catches it."""
-    from prodfs._ledger import Ledger, signature_of
+    from prodfs.storage.ledger import Ledger, signature_of
 
     items, svc = _filled_cache(tmp_path)
     rotten = list(items)[1]
@@ -377,7 +377,7 @@ def test_a_busy_ledger_skips_a_record_and_never_stalls(tmp_path):
     """Another process writing (a second mount, prodfs fsck) costs a record, not the daemon's loop."""
     import time
 
-    from prodfs._ledger import Ledger
+    from prodfs.storage.ledger import Ledger
 
     sig = (1, 2, 3, 4)
     ours, theirs = Ledger(tmp_path / "l.sqlite"), Ledger(tmp_path / "l.sqlite")
@@ -440,7 +440,7 @@ def test_manifest_disk_cache_is_per_store_version(tmp_path):
 
 
 def test_fetch_ahead_plan_takes_the_next_names_first_within_the_budget() -> None:
-    from prodfs.blob_cache import fetch_ahead_plan
+    from prodfs.storage.blob_cache import fetch_ahead_plan
     from pvc_client import PACK_BLOB_LIMIT, Entry
 
     def f(name: str, size: int, sha: str | None = None) -> Entry:

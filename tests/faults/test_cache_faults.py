@@ -72,7 +72,7 @@ def test_verified_blobs_are_trusted_across_daemons_and_fsck_finds_rot(
     tmp_path: Path, pvc: Publisher, pvc_url: str
 ) -> None:
     from mount_tools.cli import main as prodfs_main
-    from prodfs._ledger import Ledger, signature_of
+    from prodfs.storage.ledger import Ledger, signature_of
 
     data = os.urandom(400_000)
     pvc.publish(PRI, file_tree(tmp_path / "src", {"plate.exr": data}))

@@ -141,8 +141,8 @@ def test_slow_service(tmp_path: Path, pvc: Publisher, proxy: FaultProxy) -> None
 
 
 def _snapshot(pvc: Publisher) -> str:
-    from prodfs.context import Context
-    from prodfs.snapshots import create_snapshot
+    from prodfs.resolution.context import Context
+    from prodfs.resolution.snapshots import create_snapshot
 
     async def make(client):  # noqa: ANN001, ANN202
         return await create_snapshot(client, Context(roots=()))

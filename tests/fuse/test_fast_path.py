@@ -1,4 +1,4 @@
-"""Requests answered in C (prodfs/_fastpath.py, prodfs/_libfastread.c, prodfs/_libfastlookup.c).
+"""Requests answered in C (prodfs/kernel/_fastpath.py, prodfs/kernel/_libfastread.c, prodfs/kernel/_libfastlookup.c).
 
 Once a payload is local and verified, its reads never enter Python; once a
 version's directory is listed, its names' lookups never do. These tests hold

@@ -1,4 +1,4 @@
-"""Passthrough opens (prodfs/_libpassthrough.c): the kernel reads verified payloads from the cache's files.
+"""Passthrough opens (prodfs/kernel/_libpassthrough.c): the kernel reads verified payloads from the cache's files.
 
 An open of a payload that is local and verified is answered by the library
 with the cache's file; the kernel then reads it (and maps it, and reads

@@ -1,7 +1,7 @@
 """Zero-message opens: warm opens and listings never reach the daemon, and nothing goes stale.
 
 The daemon answers OPEN and OPENDIR with ENOSYS once, the kernel then keeps
-contents and listings itself (prodfs/_zeroopen.py). These tests hold the
+contents and listings itself (prodfs/kernel/_zeroopen.py). These tests hold the
 daemon to what that requires: a version's files and directories are served
 from the kernel once warm, the control files still give each open one fresh
 and consistent document, a live root lists what is published, and

@@ -17,7 +17,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prodfs.versions import VersionStore, VersionTree
+from prodfs.storage.versions import VersionStore, VersionTree
 from pvc_client import MAX_ENTRIES, InvalidInput, validate_manifest
 from tests.support.helpers import Publisher, file_tree, mounted, need_fuse
 

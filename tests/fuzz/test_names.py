@@ -16,12 +16,12 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prodfs.context import Context
-from prodfs.fs import Operations
-from prodfs.graph import Dep, Graph, ProductInfo, VersionInfo
-from prodfs.namespace import FsError, Namespace
-from prodfs.state import MountState
-from prodfs.versions import VersionStore
+from prodfs.resolution.context import Context
+from prodfs.mount.fs import Operations
+from prodfs.resolution.graph import Dep, Graph, ProductInfo, VersionInfo
+from prodfs.mount.namespace import FsError, Namespace
+from prodfs.mount.state import MountState
+from prodfs.storage.versions import VersionStore
 from pvc_client import InvalidPRI, parse_pri, parse_ref
 from tests.support.helpers import Publisher, file_tree, mounted, need_fuse
 

@@ -22,8 +22,8 @@ import httpx
 import pytest
 import trio
 
-from prodfs.context import Context
-from prodfs.snapshots import create_snapshot
+from prodfs.resolution.context import Context
+from prodfs.resolution.snapshots import create_snapshot
 from pvc_client import PVCClient
 from tests.support.helpers import Publisher, file_tree, mounted, need_fuse
 from tests.load.report import record, summary

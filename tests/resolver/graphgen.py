@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from prodfs.graph import Dep, Graph, ProductInfo, VersionInfo
+from prodfs.resolution.graph import Dep, Graph, ProductInfo, VersionInfo
 
 __all__ = ["GenSpec", "layered_graph", "product_name"]
 

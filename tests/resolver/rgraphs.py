@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from prodfs.context import Context
-from prodfs.graph import Dep, Graph, ProductInfo, VersionInfo
-from prodfs.resolver import Resolution
+from prodfs.resolution.context import Context
+from prodfs.resolution.graph import Dep, Graph, ProductInfo, VersionInfo
+from prodfs.resolution.resolver import Resolution
 
 # name -> {number: (created_us, ["PRI@N", ...])}
 Spec = Mapping[str, Mapping[int, tuple[int, Sequence[str]]]]

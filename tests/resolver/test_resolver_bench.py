@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prodfs.context import Context
-from prodfs.resolver import resolve
+from prodfs.resolution.context import Context
+from prodfs.resolution.resolver import resolve
 from tests.resolver.graphgen import GenSpec, layered_graph
 from tests.resolver.rgraphs import STRATEGIES, reach
 

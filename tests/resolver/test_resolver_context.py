@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prodfs.context import Context
+from prodfs.resolution.context import Context
 from pvc_client import InvalidInput, InvalidPRI, InvalidTime, parse_time, to_micros
 
 ROOT = "spies:100:10-lgt:walter"

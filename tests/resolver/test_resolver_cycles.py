@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from prodfs.context import Context
-from prodfs.resolver import resolve
+from prodfs.resolution.context import Context
+from prodfs.resolution.resolver import resolve
 from tests.resolver.rgraphs import STRATEGIES, build, pri, reach, shuffled
 
 R, A, B = "s:r-x", "s:a-x", "s:b-x"

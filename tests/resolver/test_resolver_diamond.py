@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from prodfs.context import Context
-from prodfs.resolver import Choice, resolve
+from prodfs.resolution.context import Context
+from prodfs.resolution.resolver import Choice, resolve
 from tests.resolver.rgraphs import build
 
 P1, P2, P3, P4 = "spies:p1-x", "spies:p2-x", "spies:p3-x", "spies:p4-x"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from prodfs import strategies
-from prodfs.context import Context
-from prodfs.resolver import resolve
-from prodfs.strategies import UnknownStrategy, available, get_strategy, register
+from prodfs.resolution import strategies
+from prodfs.resolution.context import Context
+from prodfs.resolution.resolver import resolve
+from prodfs.resolution.strategies import UnknownStrategy, available, get_strategy, register
 from tests.resolver.test_resolver_diamond import P1, P4, diamond
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "strategies.md"
@@ -91,19 +91,19 @@ def test_entry_points_are_read_once_and_lazily(plugin_path: Path, monkeypatch: p
 
 
 def test_bad_plugins_are_logged_and_ignored(plugin_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    good = "from prodfs.strategies import Latest\nclass Fine(Latest):\n    name = 'studio_fine'\n"
+    good = "from prodfs.resolution.strategies import Latest\nclass Fine(Latest):\n    name = 'studio_fine'\n"
     _install(plugin_path, "studio_plugins", {
         "studio_fine": good,
         "broken_mod": "raise ImportError('missing dependency')\n",
-        "misnamed_mod": "from prodfs.strategies import Latest\nclass M(Latest):\n    name = 'other'\n",
-        "usurper_mod": "from prodfs.strategies import Highest\nclass U(Highest):\n    name = 'latest'\n",
+        "misnamed_mod": "from prodfs.resolution.strategies import Latest\nclass M(Latest):\n    name = 'other'\n",
+        "usurper_mod": "from prodfs.resolution.strategies import Highest\nclass U(Highest):\n    name = 'latest'\n",
     }, {
         "studio_fine": "studio_fine:Fine",
         "broken": "broken_mod:Whatever",
         "misnamed": "misnamed_mod:M",
         "latest": "usurper_mod:U",
     })
-    with caplog.at_level(logging.WARNING, logger="prodfs.strategies"):
+    with caplog.at_level(logging.WARNING, logger="prodfs.resolution.strategies"):
         names = available()
     assert "studio_fine" in names and "broken" not in names and "misnamed" not in names
     assert type(get_strategy("latest")) is strategies.Latest  # a plugin cannot replace a built-in

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from prodfs import strategies
-from prodfs.resolver import resolve
+from prodfs.resolution import strategies
+from prodfs.resolution.resolver import resolve
 from tests.resolver.rgraphs import STRATEGIES, Case, asked, cases, preferred, reach, root_numbers, shuffled, visible
 
 # generating a case costs far more than resolving it, so each case is

@@ -6,11 +6,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from prodfs import strategies
-from prodfs.context import Context
-from prodfs.graph import ProductInfo
-from prodfs.resolver import Request, diff, resolve
-from prodfs.strategies import ChoiceEnv, Strategy
+from prodfs.resolution import strategies
+from prodfs.resolution.context import Context
+from prodfs.resolution.graph import ProductInfo
+from prodfs.resolution.resolver import Request, diff, resolve
+from prodfs.resolution.strategies import ChoiceEnv, Strategy
 from tests.resolver.rgraphs import build
 
 A, B, C, D = "s:a-x", "s:b-x", "s:c-x", "s:d-x"

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from prodfs.graph import Graph
+from prodfs.resolution.graph import Graph
 
 from .helpers import error_code, publish
 

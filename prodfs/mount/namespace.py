@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pvc_client import Entry
 
 from .state import ConflictError, MountState, NameError_, View
-from .versions import VersionStore, VersionTree
+from ..storage import VersionStore, VersionTree
 
 log = logging.getLogger(__name__)
 

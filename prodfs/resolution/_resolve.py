@@ -1,9 +1,9 @@
-"""The resolver's engine; the public face and the rules are in `prodfs.resolver`.
+"""The resolver's engine; the public face and the rules are in `prodfs.resolution.resolver`.
 
 Products are decided in topological order of the "could depend on" graph
 (the dependencies of every version that could still be chosen), so every
 product is decided once, after all of its possible dependents. Components
-with cycles are handed to `prodfs._cycles`. When the strategy ignores the
+with cycles are handed to `prodfs.resolution._cycles`. When the strategy ignores the
 requests, the graph is simply what the chosen versions reach: one walk.
 """
 

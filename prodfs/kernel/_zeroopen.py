@@ -7,11 +7,11 @@ warm ``ls`` then never reaches the daemon. pyfuse3 alone cannot use this,
 because the READ and READDIRPLUS that follow carry no handle and pyfuse3 does
 not pass on the inode; the library puts the inode into the handle
 (`INODE_BIT` marks it). It replaces libfuse's `fuse_session_new` for pyfuse3
-and so must be loaded before pyfuse3 is imported: `prodfs._fuse` does that.
+and so must be loaded before pyfuse3 is imported: `prodfs.kernel._fuse` does that.
 
 This suits ProdFS because what an inode serves never changes: a version's
 file or directory keeps its inode, a new version gets new ones, and the
-control files give every lookup a new inode (see `prodfs.fs`). Without the
+control files give every lookup a new inode (see `prodfs.mount.fs`). Without the
 library (not built, or loaded too late) `sessions` is False and opens and
 listings go to the daemon as usual.
 """
@@ -48,7 +48,7 @@ def load() -> bool:
         return True
     if "pyfuse3" in sys.modules:
         # pyfuse3's references to libfuse are bound already: the library would not be used.
-        _why = "pyfuse3 was imported before prodfs._fuse"
+        _why = "pyfuse3 was imported before prodfs.kernel._fuse"
         return False
     path = _library_path()
     if path is None:
@@ -67,7 +67,7 @@ def load() -> bool:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded library (it also holds the C read and lookup paths, `prodfs._fastpath`)."""
+    """The loaded library (it also holds the C read and lookup paths, `prodfs.kernel._fastpath`)."""
     return _lib
 
 

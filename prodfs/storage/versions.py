@@ -22,8 +22,8 @@ import trio
 
 from pvc_client import Entry, parse_time, to_micros, validate_manifest
 
+from ..stats import Stats
 from ._coalesce import Coalescer
-from .stats import Stats
 
 log = logging.getLogger(__name__)
 

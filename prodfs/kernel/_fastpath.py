@@ -11,7 +11,7 @@ for pyfuse3):
   itself); from then on the library's threads answer its reads, as long as
   the payload file keeps the signature it was verified with. Control files,
   payloads not fetched or not verified yet, and a file that changed go to
-  `prodfs.fs.Operations.read` as before, which fetches, verifies or
+  `prodfs.mount.fs.Operations.read` as before, which fetches, verifies or
   refetches, and registers the inode again. Registration is by content: a
   slot per payload (a file of the cache, opened by the library at its first
   read; with passthrough, at its first open, and only while it is open),
@@ -21,7 +21,7 @@ for pyfuse3):
   (`Passthrough`, Linux 6.9 or later, as root): the open binds the FUSE
   file to the cache's file, and its reads, mmaps and readahead never reach
   the daemon at all. An open of a payload not registered yet comes to
-  `prodfs.fs.Operations.open`, which fetches and verifies it, registers
+  `prodfs.mount.fs.Operations.open`, which fetches and verifies it, registers
   it, and asks for passthrough with a handle tagged `PASSTHROUGH_BIT`.
 - LOOKUP of a name inside a version (`FastLookups`). A version's tree never
   changes, so once the daemon has answered one lookup in a directory of it,
@@ -40,8 +40,8 @@ import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from ..storage import Signature
 from . import _zeroopen
-from ._ledger import Signature
 
 if TYPE_CHECKING:
     import pyfuse3

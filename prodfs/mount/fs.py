@@ -5,11 +5,11 @@ errno values: nothing but `pyfuse3.FUSEError` may reach pyfuse3, because any
 other exception ends ``pyfuse3.main()`` and leaves the mount dead.
 
 Two ways of serving, chosen at mount time. With zero-message opens (see
-`prodfs._zeroopen`, the normal case) `open` and `opendir` answer ENOSYS once,
+`prodfs.kernel._zeroopen`, the normal case) `open` and `opendir` answer ENOSYS once,
 the kernel keeps contents and listings, and `read` and `readdir` get an
 inode-tagged handle: everything an inode serves must never change, which
 holds for versions, and control files get a new inode per lookup
-(`prodfs.control`). Otherwise every open and listing comes with a handle.
+(`prodfs.mount.control`). Otherwise every open and listing comes with a handle.
 """
 
 from __future__ import annotations
@@ -24,25 +24,22 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+import argparse
+from typing import Protocol
 
 import trio
 
 from pvc_client import PACK_BLOB_LIMIT, Entry, InvalidInput, NotFound, PVCError, Unauthorized
 
-from ._fastpath import PASSTHROUGH_BIT, FastLookups, FastReads, Passthrough
-from ._fuse import pyfuse3
-from ._zeroopen import INODE_BIT
-from .blob_cache import fetch_ahead_plan
+from ..kernel import INODE_BIT, PASSTHROUGH_BIT, FastLookups, FastReads, Passthrough, pyfuse3
+from ..stats import Stats
+from ..storage import BlobCache, fetch_ahead_plan
 from .control import ControlSnapshots, Snapshot
-from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_TOP, ROOT, FsError, Node
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_TOP, ROOT, FsError, Namespace, Node
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Operations", "to_errno"]
+__all__ = ["Core", "Operations", "to_errno"]
 
 LONG = 86400.0  # immutable things: a day; the kernel may keep them that long
 LISTING_CACHE_ENTRIES = 1 << 16  # directory entries kept ready with their attributes (~250 bytes each)
@@ -107,12 +104,28 @@ class _Handle:
         self.listing: list | None = None
 
 
+class Core(Protocol):
+    """What the adapter needs of the mount it serves (the daemon is one)."""
+
+    opts: argparse.Namespace
+    stats: Stats
+    namespace: Namespace
+    blobs: BlobCache
+    io_limiter: trio.CapacityLimiter
+    root_timeout: float
+
+    def control_content(self, name: str) -> bytes: ...
+    def explain(self, name: str) -> dict: ...
+    async def make_snapshot(self) -> dict: ...
+    def service_failed(self, exc: BaseException) -> None: ...
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Core) -> None:
         super().__init__()
         self.daemon = daemon
         self.ns = daemon.namespace

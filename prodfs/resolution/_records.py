@@ -1,6 +1,6 @@
 """The records a resolution is made of: requests, conflicts, choices.
 
-Frozen, slotted dataclasses with a fast constructor; see `prodfs.resolver`.
+Frozen, slotted dataclasses with a fast constructor; see `prodfs.resolution.resolver`.
 """
 
 from __future__ import annotations

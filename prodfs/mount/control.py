@@ -3,7 +3,7 @@
 A control file's content changes all the time, yet a reader must see one
 consistent document however many reads it takes. The kernel keeps file
 contents per inode and does not tell the daemon about opens (see
-`prodfs._zeroopen`), so every lookup of a control file gets a new inode
+`prodfs.kernel._zeroopen`), so every lookup of a control file gets a new inode
 holding one rendering of its content: the lookup comes with every open (the
 entry may not be cached), the reads of that open see that rendering, and the
 kernel forgets the inode when the file is closed. Like the files of

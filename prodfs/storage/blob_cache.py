@@ -6,7 +6,7 @@ only through `_fetch`: it is downloaded to ``CACHE/tmp/``, hashed, fsynced and
 renamed into place, so a crash never leaves a half blob under its name.
 
 Integrity: a blob is served only while its file is the one that was hashed.
-The verification ledger (`prodfs._ledger`, ``CACHE/verified.sqlite``) keeps
+The verification ledger (`prodfs.storage.ledger`, ``CACHE/verified.sqlite``) keeps
 each hashed blob's file signature (inode, size, mtime, ctime); a blob whose
 file still has it is trusted by any process, and one whose file changed, or
 that no process recorded, is hashed again before use (disk corruption, or a
@@ -16,7 +16,7 @@ every blob at its first use instead. A blob that vanished is refetched.
 Size is bounded by LRU eviction of blobs no open file holds. Readers get
 their fds from `open_fd`, which keeps a bounded set of them open: the kernel
 does not tell the daemon when a file is opened or closed (see
-`prodfs._zeroopen`), so a read finds its blob by content, not by handle.
+`prodfs.kernel._zeroopen`), so a read finds its blob by content, not by handle.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ import trio
 from pvc_client import Entry, PVCError, Unavailable, sha256_file, syncfs
 from pvc_client import PACK_BLOB_LIMIT, Frame, plan_packs
 
+from ..stats import Stats
 from ._coalesce import Coalescer
-from ._ledger import Ledger, Signature, fsignature_of, signature_of
-from .stats import Stats
+from .ledger import Ledger, Signature, fsignature_of, signature_of
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 from pvc_client import InvalidPRI, Ref, parse_ref, parse_time, to_micros
 
-from .context import Context
-from .graph import Dep, Graph, ProductInfo, VersionInfo, product_from_json
-from .resolver import Choice, Resolution, resolve
+from ..resolution import Choice, Context, Dep, Graph, ProductInfo, Resolution, VersionInfo, product_from_json, resolve
 
 log = logging.getLogger(__name__)
 

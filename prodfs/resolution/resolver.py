@@ -8,7 +8,7 @@ it every product gets one version: an override if there is one, else the
 root's version for a root, else what the strategy picks from the requests of
 the chosen versions that depend on it. Choosing a version changes whose
 dependencies count, so this is a fixed point; how it is computed, and why it
-always ends, is in `prodfs._resolve` and `prodfs._cycles`.
+always ends, is in `prodfs.resolution._resolve` and `prodfs.resolution._cycles`.
 
 Products outside the graph resolve on demand, by label preference then the
 newest version, as of the pin.

@@ -1,7 +1,7 @@
 """Cycles in the "could depend on" graph: finding them, and settling them.
 
 Outside cycles every product is decided once, after all its possible
-dependents (`prodfs._resolve`). Inside a strongly connected component
+dependents (`prodfs.resolution._resolve`). Inside a strongly connected component
 choices feed back, so the component is iterated in synchronous rounds: a
 round reaches and decides every member from the previous round's choices
 alone, so the sequence of rounds depends on nothing but the data (not on the
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ._records import Conflict, Request, sort_key
 
-if TYPE_CHECKING:
-    from ._resolve import Resolver
-
-__all__ = ["components", "Component"]
+__all__ = ["components", "Component", "Settler"]
 
 # member -> (number, rule, valid requests, every incoming request) in one round
 State = dict[str, tuple[int | None, str, tuple[Request, ...], list[Request] | None]]
@@ -83,10 +80,32 @@ def _signature(state: State) -> tuple[tuple[str, int | None], ...]:
     return tuple(sorted((m, got[0]) for m, got in state.items()))
 
 
+class Settler(Protocol):
+    """What a component needs of the resolver that hands it over (`_resolve.Resolver`).
+
+    ``vis`` is the resolver's view of a product at the pin; a component only
+    passes it back."""
+
+    sname: str
+    reqs: dict[str, list[Request]]
+    vis_cache: dict[str, Any]
+
+    def decide(self, pri: str, vis: Any, incoming: list[Request] | None
+               ) -> tuple[int | None, str, tuple[Request, ...]]: ...
+
+    def record(self, pri: str, vis: Any, number: int | None, rule: str, valid: tuple[Request, ...],
+               incoming: list[Request] | None, cycle: Conflict | None = None) -> None: ...
+
+    def emit(self, pri: str, vis: Any, number: int, hops: int, root: int,
+             within: set[str] | None = None) -> list[str]: ...
+
+    def nearest(self, pri: str, incoming: list[Request] | None) -> tuple[int, int]: ...
+
+
 class Component:
     """A component with cycles, decided once all of its outside dependents are."""
 
-    def __init__(self, resolver: Resolver, members: list[str]) -> None:
+    def __init__(self, resolver: Settler, members: list[str]) -> None:
         self.r = resolver
         self.members = set(members)
         self.order = sorted(members)

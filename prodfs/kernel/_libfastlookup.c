@@ -3,7 +3,7 @@
  * once the daemon has listed its directory.
  *
  * A version's tree never changes (a new version gets new inodes, see
- * `prodfs/_zeroopen.py`), so the answer to LOOKUP(parent, name) below a
+ * `prodfs/kernel/_zeroopen.py`), so the answer to LOOKUP(parent, name) below a
  * version's top directory is fixed for the life of the mount. After the
  * daemon answers the first lookup in such a directory, it gives this table
  * every entry of that directory (`prodfs._fastpath.FastLookups`); the wrapped

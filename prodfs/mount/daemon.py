@@ -1,6 +1,6 @@
 """The ProdFS daemon: load the context, mount, serve, follow the change feed.
 
-``python -m prodfs.daemon MOUNTPOINT [options]`` (usually started by
+``python -m prodfs.mount.daemon MOUNTPOINT [options]`` (usually started by
 ``prodfs mount``, which waits on ``--ready-fd`` for the mount to serve).
 Everything runs on one trio thread; disk work and hashing go to threads.
 """
@@ -22,21 +22,17 @@ import trio
 
 from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
 
-from . import _sdnotify, _zeroopen
-from ._fastpath import FastLookups, FastReads, Passthrough
-from ._fuse import pyfuse3
-from ._readahead import raise_readahead
-from .blob_cache import BlobCache
-from .context import Context
+from ..kernel import (
+    FastLookups, FastReads, Passthrough, pyfuse3, raise_readahead, why_zero_open_unavailable, zero_open_sessions,
+)
+from ..resolution import Context, Graph, create_snapshot, load_graph
+from ..stats import Stats, prometheus_text
+from ..storage import BlobCache, SavedContexts, VersionStore
+from . import _sdnotify
 from .fs import LONG, Operations
-from .graph import Graph
 from .namespace import ROOT, Namespace
-from .offline import SavedContexts
 from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
-from .snapshots import create_snapshot, load_graph
 from .state import MountState
-from .stats import Stats, prometheus_text
-from .versions import VersionStore
 
 log = logging.getLogger("prodfs")
 
@@ -430,9 +426,9 @@ class Daemon:
     def _fast_paths(self, ops: Operations) -> None:
         """What the kernel and the C library answer without the daemon, once the session exists."""
         if not self.opts.no_zero_open:
-            ops.zero_open = _zeroopen.sessions()
+            ops.zero_open = zero_open_sessions()
             if not ops.zero_open:
-                log.warning("every open and listing goes to the daemon (slower): %s", _zeroopen.why_unavailable())
+                log.warning("every open and listing goes to the daemon (slower): %s", why_zero_open_unavailable())
         if self.opts.no_fast_path:
             return
         # A slot read in C holds an fd: leave most of the limit to the cache and the kernel's
@@ -441,7 +437,7 @@ class Daemon:
         ops.fast = FastReads.start(slots=65536 if self._passthrough_wanted else min(4096, fds), max_fds=fds)
         if ops.fast is None:
             log.info("reads and lookups go to the daemon: %s",
-                     _zeroopen.why_unavailable() or "the C read path did not start")
+                     why_zero_open_unavailable() or "the C read path did not start")
             return
         self.blobs.on_forget = ops.fast.drop
         self.blobs.read_elsewhere = ops.fast.read_since
