@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import trio
 from pvc_client import PVCClient, PVCError, parse_time, to_micros
 
 from ._mounts import QuietError, get_control_xattr, read_control
+from ._output import answer
 
 __all__ = ["cmd_snapshot", "cmd_prefetch", "cmd_diff", "add_parsers"]
 
@@ -29,13 +29,11 @@ def _run(fn, *args):
 
 
 def cmd_snapshot(opts: argparse.Namespace) -> int:
-    doc = get_control_xattr(os.path.abspath(opts.mountpoint), "user.prodfs.snapshot", timeout=60)
-    if opts.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
-    else:
+    def human(doc: dict) -> None:
         print(f"{len(doc['record']['choices'])} products, pinned {doc['record']['context']['pin']}", file=sys.stderr)
         print(doc["id"])
-    return 0
+
+    return answer(opts, get_control_xattr(os.path.abspath(opts.mountpoint), "user.prodfs.snapshot", timeout=60), human)
 
 
 def cmd_prefetch(opts: argparse.Namespace) -> int:
@@ -64,14 +62,10 @@ def cmd_prefetch(opts: argparse.Namespace) -> int:
             with transfer_progress(f"prefetch {snap_id}", enabled=True) as progress:
                 return await prefetch(client, snapshot, cache_dir, progress=progress)
 
-    report = _run(go)
-    if opts.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        print(f"snapshot {report['snapshot']}: {report['versions']} versions, {report['files']} files, "
-              f"{report['blobs']} payloads ({report['bytes']} bytes); fetched {report['blobs_fetched']} "
-              f"({report['bytes_fetched']} bytes) into {cache_dir}")
-    return 0
+    return answer(opts, _run(go), lambda report: print(
+        f"snapshot {report['snapshot']}: {report['versions']} versions, {report['files']} files, "
+        f"{report['blobs']} payloads ({report['bytes']} bytes); fetched {report['blobs_fetched']} "
+        f"({report['bytes_fetched']} bytes) into {cache_dir}"))
 
 
 def cmd_diff(opts: argparse.Namespace) -> int:
@@ -102,28 +96,31 @@ def cmd_diff(opts: argparse.Namespace) -> int:
     if not (opts.pin or opts.strategy or opts.workspace):
         raise QuietError("diff takes --pin T, --strategy S or --workspace W", 2)
     other, changes = _run(go)
-    if opts.json:
-        print(json.dumps({"from": current.to_json(), "to": other.to_json(),
-                          "changes": [{"pri": p, "from": a, "to": b} for p, a, b in changes]}, indent=2))
-        return 0
-    if not changes:
-        print("no product would change version")
-    for pri, a, b in changes:
-        print(f"{pri}: {'-' if a is None else a} -> {'-' if b is None else b}")
-    return 0
+
+    def human(doc: dict) -> None:
+        if not changes:
+            print("no product would change version")
+        for pri, a, b in changes:
+            print(f"{pri}: {'-' if a is None else a} -> {'-' if b is None else b}")
+
+    return answer(opts, {"from": current.to_json(), "to": other.to_json(),
+                         "changes": [{"pri": p, "from": a, "to": b} for p, a, b in changes]}, human)
 
 
 def add_parsers(sub) -> None:
     s = sub.add_parser("snapshot", help="freeze a mount's resolution in PVC; prints the snapshot ID")
+    s.set_defaults(run=cmd_snapshot)
     s.add_argument("mountpoint")
     s.add_argument("--json", action="store_true")
     p = sub.add_parser("prefetch", help="fill the local cache with every payload of a snapshot")
+    p.set_defaults(run=cmd_prefetch)
     p.add_argument("mountpoint", nargs="?")
     p.add_argument("--snapshot", metavar="ID")
     p.add_argument("--pvc", metavar="URL")
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--json", action="store_true")
     d = sub.add_parser("diff", help="preview which products would change version")
+    d.set_defaults(run=cmd_diff)
     d.add_argument("mountpoint")
     d.add_argument("--pin", metavar="T")
     d.add_argument("--strategy", metavar="S")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prodfs.mount.options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 
-from ._context_cmds import add_parsers, cmd_diff, cmd_prefetch, cmd_snapshot
+from ._context_cmds import add_parsers
 from ._mounts import (
     QuietError,
     find_mount_of,
@@ -34,14 +34,11 @@ from ._mounts import (
     read_control,
     unmount,
 )
+from ._output import answer
 
 __all__ = ["main"]
 
 READY_TIMEOUT = 120.0
-
-
-def _print_json(doc: object) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
 # -- mount -----------------------------------------------------------------
@@ -159,12 +156,12 @@ def cmd_status(opts: argparse.Namespace) -> int:
             except Exception as exc:  # noqa: BLE001 - report, don't die
                 entry.update(health="unresponsive", error=str(exc))
         report.append(entry)
-    if opts.json:
-        _print_json({"mounts": report})
-        return 0
+    return answer(opts, {"mounts": report}, lambda doc: _show_status(doc["mounts"]))
+
+
+def _show_status(report: list[dict]) -> None:
     if not report:
         print("no ProdFS mounts")
-        return 0
     for e in report:
         print(f"{e['mountpoint']}: {e['health']}")
         if "stats" in e:
@@ -179,7 +176,6 @@ def cmd_status(opts: argparse.Namespace) -> int:
                 print("  every open and listing goes through the daemon (zero-message opens are off: see its log)")
         elif "error" in e:
             print(f"  {e['error']}")
-    return 0
 
 
 # -- why / conflicts -------------------------------------------------------
@@ -189,36 +185,34 @@ def cmd_why(opts: argparse.Namespace) -> int:
         raise QuietError("why takes a path under a product, e.g. /p/spies:100:10-lgt:walter/walter.usd", 2)
     name = rel.split("/", 1)[0]
     doc = get_control_xattr(mnt, "user.prodfs.why." + name)
-    if opts.json:
-        _print_json(doc)
-        return 0
-    print(f"{opts.path}")
-    print(f"  name       {doc.get('name')}  ({doc.get('kind')})")
-    print(f"  context    {doc.get('context_description')}")
-    if doc.get("error"):
-        print(f"  result     {doc['error']}")
-        return 0
-    print(f"  candidates {', '.join(str(c) for c in doc.get('candidates', [])) or '-'}")
-    for r in doc.get("requests", []):
-        print(f"  asked      {r.get('pri')}@{r.get('number')} by {r.get('dependent') or 'root'} ({r.get('hops')} hops)")
-    if doc.get("conflict"):
-        print(f"  conflict   {doc['conflict'].get('message')}")
-    print(f"  rule       {doc.get('rule')}")
-    print(f"  result     {doc.get('ref')}")
-    return 0
+
+    def human(doc: dict) -> None:
+        print(f"{opts.path}")
+        print(f"  name       {doc.get('name')}  ({doc.get('kind')})")
+        print(f"  context    {doc.get('context_description')}")
+        if doc.get("error"):
+            print(f"  result     {doc['error']}")
+            return
+        print(f"  candidates {', '.join(str(c) for c in doc.get('candidates', [])) or '-'}")
+        for r in doc.get("requests", []):
+            print(f"  asked      {r.get('pri')}@{r.get('number')} by {r.get('dependent') or 'root'} ({r.get('hops')} hops)")
+        if doc.get("conflict"):
+            print(f"  conflict   {doc['conflict'].get('message')}")
+        print(f"  rule       {doc.get('rule')}")
+        print(f"  result     {doc.get('ref')}")
+
+    return answer(opts, doc, human)
 
 
 def cmd_conflicts(opts: argparse.Namespace) -> int:
-    doc = read_control(os.path.abspath(opts.mountpoint), "conflicts.json")
-    if opts.json:
-        _print_json(doc)
-        return 0
-    conflicts = doc.get("conflicts", [])
-    if not conflicts:
-        print("no conflicts")
-    for c in conflicts:
-        print(c.get("message") or json.dumps(c))
-    return 0
+    def human(doc: dict) -> None:
+        conflicts = doc.get("conflicts", [])
+        if not conflicts:
+            print("no conflicts")
+        for c in conflicts:
+            print(c.get("message") or json.dumps(c))
+
+    return answer(opts, read_control(os.path.abspath(opts.mountpoint), "conflicts.json"), human)
 
 
 def cmd_fsck(opts: argparse.Namespace) -> int:
@@ -234,14 +228,14 @@ def cmd_fsck(opts: argparse.Namespace) -> int:
             print(f"\rchecked {done}/{total} payloads", end="\n" if done == total else "", file=sys.stderr)
 
     report = check_cache(cache_dir, progress)
-    if opts.json:
-        _print_json({"cache_dir": str(cache_dir), "blobs": report.blobs, "bytes": report.bytes,
-                     "corrupt": report.corrupt})
-    else:
-        print(f"{cache_dir}: {report.blobs} payloads, {report.bytes} bytes checked, "
-              f"{len(report.corrupt)} corrupt")
+
+    def human(doc: dict) -> None:
+        print(f"{cache_dir}: {report.blobs} payloads, {report.bytes} bytes checked, {len(report.corrupt)} corrupt")
         for sha in report.corrupt:
             print(f"  removed {sha}")
+
+    answer(opts, {"cache_dir": str(cache_dir), "blobs": report.blobs, "bytes": report.bytes,
+                  "corrupt": report.corrupt}, human)
     return 6 if report.corrupt else 0
 
 
@@ -250,21 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prodfs", description="ProdFS: the product filesystem.",
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("mount", help="mount the PRI namespace")
-    add_mount_options(m)
+    # each command names its function (`run`); `mount` also gets the raw arguments, for the daemon
+    add_mount_options(sub.add_parser("mount", help="mount the PRI namespace"))
     u = sub.add_parser("umount", help="unmount (also a dead mount)")
+    u.set_defaults(run=cmd_umount)
     u.add_argument("mountpoint")
     u.add_argument("--lazy", action="store_true", help="detach now, finish when no longer busy")
     s = sub.add_parser("status", help="show mounts, contexts, cache use and health")
+    s.set_defaults(run=cmd_status)
     s.add_argument("mountpoint", nargs="?")
     s.add_argument("--json", action="store_true")
     w = sub.add_parser("why", help="explain what a path resolves to, and why")
+    w.set_defaults(run=cmd_why)
     w.add_argument("path")
     w.add_argument("--json", action="store_true")
     c = sub.add_parser("conflicts", help="list the diamonds of a mount's resolution")
+    c.set_defaults(run=cmd_conflicts)
     c.add_argument("mountpoint")
     c.add_argument("--json", action="store_true")
     f = sub.add_parser("fsck", help="hash every cached payload again and remove the corrupt ones")
+    f.set_defaults(run=cmd_fsck)
     f.add_argument("--cache-dir", type=Path, default=None, help=f"the cache to check (default: {default_cache_dir()})")
     f.add_argument("--json", action="store_true")
     add_parsers(sub)
@@ -284,17 +283,12 @@ def main(args: list[str] | None = None) -> int:
             if opts.o:
                 opts = parser.parse_args(argv + expand_o_options(opts.o))
             return cmd_mount(opts, raw)
-        command = {"umount": cmd_umount, "status": cmd_status, "why": cmd_why, "conflicts": cmd_conflicts,
-                   "snapshot": cmd_snapshot, "prefetch": cmd_prefetch, "diff": cmd_diff, "fsck": cmd_fsck}.get(opts.command)
-        if command is not None:
-            return command(opts)
+        return opts.run(opts)
     except QuietError as exc:
         print(f"prodfs: error: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
-    parser.error(f"unknown command {opts.command}")
-    return 2
 
 
 if __name__ == "__main__":

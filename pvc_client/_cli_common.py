@@ -17,7 +17,7 @@ from .progress import transfer_progress as progress_bar
 
 __all__ = [
     "UrlOption", "JsonOption", "AsOfOption", "AuthorOption", "call", "out", "note", "dump",
-    "table", "mode_string", "human_size", "progress_bar", "default_author", "help_when_bare",
+    "table", "mode_string", "human_size", "progress_bar", "default_author", "help_when_bare", "answer",
 ]
 
 T = TypeVar("T")
@@ -66,6 +66,17 @@ def call(url: str, fn: Callable[[PVCClient], Awaitable[T]]) -> T:
             return await fn(client)
 
     return trio.run(main)
+
+
+def answer(value: T, as_json: bool, human: Callable[[T], object]) -> int:
+    """Print a command's result: as JSON with ``--json``, else as ``human`` shows it to a person.
+
+    Returns the exit code of a command that succeeded (0), for ``return answer(...)``."""
+    if as_json:
+        dump(value)
+    else:
+        human(value)
+    return 0
 
 
 def out(text: str = "") -> None:

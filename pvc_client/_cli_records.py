@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ._cli_common import (
-    AsOfOption, AuthorOption, JsonOption, UrlOption, call, default_author, dump, help_when_bare, out, table,
+    AsOfOption, AuthorOption, JsonOption, UrlOption, answer, call, default_author, dump, help_when_bare, out, table,
 )
 from ._client import DEFAULT_URL, PVCClient
 from ._errors import Conflict, InvalidInput, NotFound
@@ -38,10 +38,11 @@ def _pin(value: str | None) -> str | None:
     return None if value is None or value.strip().lower() == "none" else value
 
 
-def _show(workspace: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        dump(workspace)
-        return
+def _show(workspace: dict[str, Any], as_json: bool) -> int:
+    return answer(workspace, as_json, _show_workspace)
+
+
+def _show_workspace(workspace: dict[str, Any]) -> None:
     state = " (deleted)" if workspace.get("deleted") else ""
     out(f"{workspace.get('name')}{state}: revision {workspace.get('revision')}, "
         f"changed {workspace.get('changed_at')} by {workspace.get('author') or '-'}")
@@ -84,8 +85,7 @@ def create(
             raise Conflict(f"workspace {name!r} exists; change it with: pvc workspace set {name}")
         return await client.put_workspace(name, spec)
 
-    _show(call(url, run), json)
-    return 0
+    return _show(call(url, run), json)
 
 
 @workspace_app.command("set")
@@ -121,8 +121,7 @@ def set_(
             spec["prefer"] = list(prefer)
         return await client.put_workspace(name, spec)
 
-    _show(call(url, run), json)
-    return 0
+    return _show(call(url, run), json)
 
 
 @workspace_app.command("pin")
@@ -139,41 +138,31 @@ def pin_(
         spec.update(pin=_pin(time), author=default_author(author))
         return await client.put_workspace(name, spec)
 
-    _show(call(url, run), json)
-    return 0
+    return _show(call(url, run), json)
 
 
 @workspace_app.command("show")
 def show(name: Name, as_of: AsOfOption = None, url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
     """Show a workspace (as it was at --as-of)."""
-    _show(call(url, lambda c: c.get_workspace(name, as_of)), json)
-    return 0
+    return _show(call(url, lambda c: c.get_workspace(name, as_of)), json)
 
 
 @workspace_app.command("history")
 def history(name: Name, url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
     """Every revision of a workspace, oldest first."""
-    revisions = call(url, lambda c: c.workspace_history(name))
-    if json:
-        dump(revisions)
-        return 0
-    table([(w.get("revision"), w.get("changed_at"), w.get("author") or "-",
-            "deleted" if w.get("deleted") else
-            f"roots={','.join(w.get('roots') or [])} pin={w.get('pin') or '-'} strategy={w.get('strategy')}")
-           for w in revisions], ("REV", "CHANGED", "AUTHOR", "STATE"))
-    return 0
+    return answer(call(url, lambda c: c.workspace_history(name)), json, lambda revisions: table(
+        [(w.get("revision"), w.get("changed_at"), w.get("author") or "-",
+          "deleted" if w.get("deleted") else
+          f"roots={','.join(w.get('roots') or [])} pin={w.get('pin') or '-'} strategy={w.get('strategy')}")
+         for w in revisions], ("REV", "CHANGED", "AUTHOR", "STATE")))
 
 
 @workspace_app.command("list")
 def list_(url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
     """List workspaces."""
-    found = call(url, lambda c: c.list_workspaces())
-    if json:
-        dump(found)
-    else:
-        table([(w.get("name"), w.get("revision"), w.get("changed_at"), ", ".join(w.get("roots") or []))
-               for w in found], ("NAME", "REV", "CHANGED", "ROOTS") if found else None)
-    return 0
+    return answer(call(url, lambda c: c.list_workspaces()), json, lambda found: table(
+        [(w.get("name"), w.get("revision"), w.get("changed_at"), ", ".join(w.get("roots") or [])) for w in found],
+        ("NAME", "REV", "CHANGED", "ROOTS") if found else None))
 
 
 @workspace_app.command("delete")
@@ -208,11 +197,7 @@ def snapshot_create(
         except ValueError as exc:
             raise InvalidInput(f"{record}: not JSON ({exc})") from None
         snapshot = call(url, lambda c: c.create_snapshot(value))
-    if json:
-        dump(snapshot)
-    else:
-        out(snapshot["id"])
-    return 0
+    return answer(snapshot, json, lambda snapshot: out(snapshot["id"]))
 
 
 @snapshot_app.command("show")
@@ -221,10 +206,8 @@ def snapshot_show(
     url: UrlOption = DEFAULT_URL, json: JsonOption = False,
 ) -> int:
     """Print a snapshot (its record as JSON)."""
-    snapshot = call(url, lambda c: c.get_snapshot(id))
-    if json:
-        dump(snapshot)
-    else:
+    def human(snapshot: dict[str, Any]) -> None:
         out(f"{snapshot['id']}  created {snapshot.get('created_at')}")
         dump(snapshot.get("record"))
-    return 0
+
+    return answer(call(url, lambda c: c.get_snapshot(id)), json, human)

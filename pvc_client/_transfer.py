@@ -30,8 +30,6 @@ from ._pack import PACK_BLOB_LIMIT, Frame, plan_packs
 from ._pri import parse_pri, parse_ref
 
 if TYPE_CHECKING:
-    import os
-
     from ._args import JSON, Progress, TimeArg
     from ._pack import Source
 

@@ -20,9 +20,9 @@ from ._cli_common import (
     AuthorOption,
     JsonOption,
     UrlOption,
+    answer,
     call,
     default_author,
-    dump,
     help_when_bare,
     human_size,
     mode_string,
@@ -122,14 +122,12 @@ def publish(
                 author=default_author(author), at=at, progress=progress,
             )
 
-    version = call(url, run)
-    if json:
-        dump(version)
-    else:
+    def human(version: dict[str, Any]) -> None:
         files = [e for e in version.get("manifest", []) if e.get("type") == "file"]
         note(f"published {len(files)} files ({human_size(sum(e.get('size', 0) for e in files))})")
         out(version["ref"])
-    return EXIT_OK
+
+    return answer(call(url, run), json, human)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -143,13 +141,9 @@ def products(
     json: JsonOption = False,
 ) -> int:
     """List products (optionally those whose PRI starts with PREFIX)."""
-    found = call(url, lambda c: c.list_products(prefix, as_of))
-    if json:
-        dump(found)
-    else:
-        table([(p["pri"], p.get("latest"), p.get("created_at"), ", ".join(p.get("aliases") or []))
-               for p in found], ("PRI", "LATEST", "CREATED", "ALIASES") if found else None)
-    return EXIT_OK
+    return answer(call(url, lambda c: c.list_products(prefix, as_of)), json, lambda found: table(
+        [(p["pri"], p.get("latest"), p.get("created_at"), ", ".join(p.get("aliases") or [])) for p in found],
+        ("PRI", "LATEST", "CREATED", "ALIASES") if found else None))
 
 
 @app.command(epilog=EPILOG)
@@ -160,42 +154,40 @@ def versions(pri: Pri, as_of: AsOfOption = None, url: UrlOption = DEFAULT_URL, j
         return found, await client.labels(pri, as_of)
 
     found, labels = call(url, run)
-    if json:
-        dump(found)
-        return EXIT_OK
-    on: dict[int, list[str]] = {}
-    for name, number in sorted(labels.items()):
-        on.setdefault(number, []).append(name)
-    table([(v["number"], v.get("created_at"), v.get("author"), ",".join(on.get(v["number"], [])),
-            v.get("message", "")) for v in found], ("N", "CREATED", "AUTHOR", "LABELS", "MESSAGE"))
-    return EXIT_OK
+
+    def human(found: list[dict[str, Any]]) -> None:
+        on: dict[int, list[str]] = {}
+        for name, number in sorted(labels.items()):
+            on.setdefault(number, []).append(name)
+        table([(v["number"], v.get("created_at"), v.get("author"), ",".join(on.get(v["number"], [])),
+                v.get("message", "")) for v in found], ("N", "CREATED", "AUTHOR", "LABELS", "MESSAGE"))
+
+    return answer(found, json, human)
 
 
 @app.command(epilog=EPILOG)
 def show(ref: Ref, as_of: AsOfOption = None, url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
     """Show one version: summary, dependencies, labels and its files (PRI alone: the newest)."""
-    version = call(url, lambda c: c.resolve(ref, as_of))
-    if json:
-        dump(version)
-        return EXIT_OK
-    manifest = version.get("manifest", [])
-    files = [e for e in manifest if e.get("type") == "file"]
-    out(version["ref"])
-    table([
-        ("  created", version.get("created_at")),
-        ("  author", version.get("author")),
-        ("  message", version.get("message")),
-        ("  labels", ", ".join(version.get("labels", [])) or "-"),
-        ("  depends", ", ".join(version.get("dependencies", [])) or "-"),
-        ("  contents", f"{len(manifest)} entries, {len(files)} files, "
-                       f"{human_size(sum(e.get('size', 0) for e in files))}"),
-    ])
-    out()
-    table([(mode_string(e), e.get("size", "") if e.get("type") == "file" else "-",
-            f"{e['path']} -> {e.get('target')}" if e.get("type") == "symlink"
-            else e["path"] + ("/" if e.get("type") == "dir" else ""))
-           for e in manifest])
-    return EXIT_OK
+    def human(version: dict[str, Any]) -> None:
+        manifest = version.get("manifest", [])
+        files = [e for e in manifest if e.get("type") == "file"]
+        out(version["ref"])
+        table([
+            ("  created", version.get("created_at")),
+            ("  author", version.get("author")),
+            ("  message", version.get("message")),
+            ("  labels", ", ".join(version.get("labels", [])) or "-"),
+            ("  depends", ", ".join(version.get("dependencies", [])) or "-"),
+            ("  contents", f"{len(manifest)} entries, {len(files)} files, "
+                           f"{human_size(sum(e.get('size', 0) for e in files))}"),
+        ])
+        out()
+        table([(mode_string(e), e.get("size", "") if e.get("type") == "file" else "-",
+                f"{e['path']} -> {e.get('target')}" if e.get("type") == "symlink"
+                else e["path"] + ("/" if e.get("type") == "dir" else ""))
+               for e in manifest])
+
+    return answer(call(url, lambda c: c.resolve(ref, as_of)), json, human)
 
 
 @app.command(epilog=EPILOG)
@@ -208,19 +200,10 @@ def labels(
 ) -> int:
     """List the labels of PRI, or the history of one."""
     if history is not None:
-        moves = call(url, lambda c: c.label_history(pri, history))
-        if json:
-            dump(moves)
-        else:
-            table([(m.get("moved_at"), "deleted" if m.get("version") is None else m["version"],
-                    m.get("author", "")) for m in moves], ("MOVED", "VERSION", "AUTHOR"))
-        return EXIT_OK
-    found = call(url, lambda c: c.labels(pri, as_of))
-    if json:
-        dump(found)
-    else:
-        table(sorted(found.items()))
-    return EXIT_OK
+        return answer(call(url, lambda c: c.label_history(pri, history)), json, lambda moves: table(
+            [(m.get("moved_at"), "deleted" if m.get("version") is None else m["version"], m.get("author", ""))
+             for m in moves], ("MOVED", "VERSION", "AUTHOR")))
+    return answer(call(url, lambda c: c.labels(pri, as_of)), json, lambda found: table(sorted(found.items())))
 
 
 # -- changing names ------------------------------------------------------------------------
@@ -251,23 +234,13 @@ def label(
             number = (await client.get_version(parsed.pri.text, parsed.selector or ""))["number"]
         return await client.move_label(parsed.pri.text, name, number, author=default_author(author))
 
-    moved = call(url, run)
-    if json:
-        dump(moved)
-    else:
-        out(f"{parsed.pri.text}@{moved['version']}  {moved['label']}")
-    return EXIT_OK
+    return answer(call(url, run), json, lambda moved: out(f"{parsed.pri.text}@{moved['version']}  {moved['label']}"))
 
 
 @app.command(epilog=EPILOG)
 def rename(old: Pri, new: Pri, url: UrlOption = DEFAULT_URL, json: JsonOption = False) -> int:
     """Rename a product; the old name keeps working as an alias."""
-    product = call(url, lambda c: c.rename(old, new))
-    if json:
-        dump(product)
-    else:
-        out(f"{old} -> {product['pri']}")
-    return EXIT_OK
+    return answer(call(url, lambda c: c.rename(old, new)), json, lambda product: out(f"{old} -> {product['pri']}"))
 
 
 # -- fetching ------------------------------------------------------------------------------
@@ -287,11 +260,8 @@ def get(
             return await client.materialize(ref, directory, as_of=as_of, progress=progress)
 
     version = call(url, run)
-    if json:
-        dump({k: v for k, v in version.items() if k != "manifest"})
-    else:
-        out(f"{version['ref']} -> {directory}")
-    return EXIT_OK
+    return answer({k: v for k, v in version.items() if k != "manifest"}, json,
+                  lambda version: out(f"{version['ref']} -> {directory}"))
 
 
 @app.command(epilog=EPILOG)
