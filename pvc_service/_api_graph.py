@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query, Request
 from pvc_client import parse_ref
 from starlette.responses import Response
@@ -13,7 +11,7 @@ from ._graph import closure_graph, index_graph
 from ._json import json_response
 from ._models import ClosureBody
 from ._names import now_us, parse_as_of
-from ._state import run_db, state
+from ._state import run_read
 from .config import API_PREFIX
 
 __all__ = ["router"]
@@ -25,13 +23,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["graph"])
 async def index(request: Request, as_of: str | None = None, prefix: str = Query("", max_length=255),
                 _: Principal = Depends(require("read"))) -> Response:
     when = parse_as_of(as_of, now_us())
-    db = state(request).db
-
-    def work() -> dict[str, Any]:
-        with db.read() as conn:
-            return index_graph(conn, when, prefix)
-
-    return json_response(await run_db(work))
+    return json_response(await run_read(request, index_graph, when, prefix))
 
 
 @router.post("/closure")
@@ -39,10 +31,4 @@ async def closure(request: Request, body: ClosureBody, as_of: str | None = None,
                   _: Principal = Depends(require("read"))) -> Response:
     when = parse_as_of(body.as_of if body.as_of is not None else as_of, now_us())
     roots = [(text, parse_ref(text)) for text in body.roots]
-    db = state(request).db
-
-    def work() -> dict[str, Any]:
-        with db.read() as conn:
-            return closure_graph(conn, when, roots)
-
-    return json_response(await run_db(work))
+    return json_response(await run_read(request, closure_graph, when, roots))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy import Connection
 from starlette.responses import Response
 
 from . import _workspaces as ws
@@ -17,6 +21,16 @@ __all__ = ["router"]
 
 router = APIRouter(prefix=API_PREFIX, tags=["workspaces"])
 
+T = TypeVar("T")
+
+
+async def _read_workspace(request: Request, name: str, as_of: str | None,
+                          fn: Callable[[Connection, str, int], T]) -> T:
+    """``fn(conn, name, when)`` for the workspace named ``name``, as the store was at ``as_of``."""
+    ws.check_name(name)
+    when = parse_as_of(as_of, now_us())
+    return await run_read(request, fn, name, when)
+
 
 @router.get("/workspaces")
 async def list_workspaces(request: Request, as_of: str | None = None,
@@ -28,9 +42,7 @@ async def list_workspaces(request: Request, as_of: str | None = None,
 @router.get("/workspaces/{name}")
 async def get_workspace(request: Request, name: str, as_of: str | None = None,
                         _: Principal = Depends(require("read"))) -> Response:
-    ws.check_name(name)
-    when = parse_as_of(as_of, now_us())
-    return json_response(await run_read(request, ws.get_workspace, name, when))
+    return json_response(await _read_workspace(request, name, as_of, ws.get_workspace))
 
 
 @router.put("/workspaces/{name}")
@@ -57,9 +69,7 @@ async def delete_workspace(request: Request, name: str,
 @router.get("/workspaces/{name}/history")
 async def workspace_history(request: Request, name: str, as_of: str | None = None,
                             _: Principal = Depends(require("read"))) -> Response:
-    ws.check_name(name)
-    when = parse_as_of(as_of, now_us())
-    return json_response({"history": await run_read(request, ws.workspace_history, name, when)})
+    return json_response({"history": await _read_workspace(request, name, as_of, ws.workspace_history)})
 
 
 @router.post("/snapshots", status_code=201)

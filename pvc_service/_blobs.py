@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pvc_client import PackError, PackParser, syncfs
 
 from ._db import Database
-from ._errors import Invalid, NotFound, ServiceError
+from ._errors import Invalid, NotFound, ServiceError, must_match
 from ._names import chunks, now_us
 from ._schema import blobs
 
@@ -38,9 +38,7 @@ _STALE_UPLOAD_SECONDS = 24 * 3600
 
 
 def check_sha(sha: str) -> str:
-    if _SHA_RE.fullmatch(sha) is None:
-        raise Invalid(f"{sha[:80]!r}: a blob name is 64 lowercase hex characters (its sha256)")
-    return sha
+    return must_match(_SHA_RE, sha, "a blob name is 64 lowercase hex characters (its sha256)")
 
 
 class BlobStore:

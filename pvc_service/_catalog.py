@@ -23,7 +23,7 @@ from ._names import (
 from ._schema import dependencies, label_moves, products, versions
 
 __all__ = ["iso", "product_summary", "list_products", "visible_products_query", "list_versions", "get_version",
-           "find_version", "product_labels", "label_history", "dependency_refs"]
+           "find_version", "product_labels", "label_history", "dependency_rows", "dependency_refs"]
 
 _NUMBER_RE = re.compile(r"[1-9][0-9]{0,9}")
 _DAY_US = 86_400 * 1_000_000
@@ -50,11 +50,26 @@ def _day_prefix(days: int) -> str:
     return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T"
 
 
+def _product_summaries(conn: Connection, found: list[tuple[int, str, int, int]],
+                       as_of: int) -> list[dict[str, Any]]:
+    """The ProductSummary of each (product id, canonical name, began_us, created_us), in order.
+
+    One builder for ``GET /products/{pri}`` and a page of ``GET /products``, so
+    that the two answers cannot drift apart.
+    """
+    ids = [pid for pid, _, _, _ in found]
+    aliases = aliases_of(conn, ids, as_of, {pid: (name, began) for pid, name, began, _ in found})
+    latest = latest_numbers(conn, ids, as_of)
+    return [
+        {"pri": name, "product_id": pid, "aliases": aliases.get(pid, []),
+         "created_at": iso(created), "latest": latest.get(pid)}
+        for pid, name, _, created in found
+    ]
+
+
 def product_summary(conn: Connection, product: Product, as_of: int) -> dict[str, Any]:
-    aliases = aliases_of(conn, [product.id], as_of, {product.id: (product.pri, product.began_us)})
-    latest = latest_numbers(conn, [product.id], as_of)
-    return {"pri": product.pri, "product_id": product.id, "aliases": aliases.get(product.id, []),
-            "created_at": iso(product.created_us), "latest": latest.get(product.id)}
+    found = [(product.id, product.pri, product.began_us, product.created_us)]
+    return _product_summaries(conn, found, as_of)[0]
 
 
 def visible_products_query(as_of: int, prefix: str = "") -> tuple[Select, Any]:
@@ -76,26 +91,20 @@ def list_products(conn: Connection, as_of: int, prefix: str, after: str | None,
     if after:
         query = query.where(names.c.name > after)
     rows = conn.execute(query.order_by(names.c.name).limit(limit)).all()
-    ids = [r.product_id for r in rows]
-    canonical = {r.product_id: (r.name, r.began_us) for r in rows}
-    aliases = aliases_of(conn, ids, as_of, canonical)
-    latest = latest_numbers(conn, ids, as_of)
-    return [
-        {"pri": r.name, "product_id": r.product_id, "aliases": aliases.get(r.product_id, []),
-         "created_at": iso(r.created_us), "latest": latest.get(r.product_id)}
-        for r in rows
-    ]
+    return _product_summaries(conn, [(r.product_id, r.name, r.began_us, r.created_us) for r in rows], as_of)
+
+
+def dependency_rows() -> Select[tuple[int, int, int]]:
+    """(version_id, dep_product_id, dep_number) of dependency rows, each version's in the order published."""
+    return (select(dependencies.c.version_id, dependencies.c.dep_product_id, dependencies.c.dep_number)
+            .order_by(dependencies.c.version_id, dependencies.c.position))
 
 
 def dependency_refs(conn: Connection, version_ids: list[int], as_of: int) -> dict[int, list[str]]:
     """version id -> its dependencies spelled ``PRI@N`` with names as of a time."""
     raw: dict[int, list[tuple[int, int]]] = {}
     for batch in chunks(version_ids):
-        rows = conn.execute(
-            select(dependencies.c.version_id, dependencies.c.dep_product_id, dependencies.c.dep_number)
-            .where(dependencies.c.version_id.in_(batch))
-            .order_by(dependencies.c.version_id, dependencies.c.position)
-        )
+        rows = conn.execute(dependency_rows().where(dependencies.c.version_id.in_(batch)))
         for r in rows:
             raw.setdefault(r.version_id, []).append((r.dep_product_id, r.dep_number))
     names = canonical_names(conn, {pid for deps in raw.values() for pid, _ in deps}, as_of)

@@ -8,13 +8,15 @@ middleware turn them into responses.
 
 from __future__ import annotations
 
+import re
+
 from pvc_client import PVCError
 from starlette.responses import Response
 
 from ._json import json_response
 
-__all__ = ["ServiceError", "NotFound", "Conflict", "Invalid", "error_response", "from_client_error",
-           "STATUS_BY_CODE"]
+__all__ = ["ServiceError", "NotFound", "Conflict", "Invalid", "must_match", "error_response",
+           "from_client_error", "STATUS_BY_CODE"]
 
 STATUS_BY_CODE: dict[str, int] = {
     "invalid": 400,
@@ -53,6 +55,14 @@ def Conflict(message: str) -> ServiceError:  # noqa: N802
 
 def Invalid(message: str, code: str = "invalid") -> ServiceError:  # noqa: N802
     return ServiceError(code, message)
+
+
+def must_match(pattern: re.Pattern[str], text: str, rule: str) -> str:
+    """``text``, if ``pattern`` matches all of it; else 400 ``invalid``: the text, then the rule it breaks."""
+    if pattern.fullmatch(text) is None:
+        # the text comes from a request (a path segment, a body) and may be any length
+        raise Invalid(f"{text[:80]!r}: {rule}")
+    return text
 
 
 def from_client_error(error: PVCError) -> ServiceError:

@@ -8,16 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_client import LATEST, Ref
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
-from ._catalog import find_version, iso, visible_products_query
+from ._catalog import dependency_rows, find_version, iso, visible_products_query
 from ._events import current_cursor
 from ._names import (
     aliases_of,
+    batches,
     canonical_names,
     chunks,
     labels_as_of,
     lookup_product,
+    where_in,
 )
 from ._schema import dependencies, products, versions
 
@@ -75,11 +77,9 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
 
     per_product: dict[int, list[dict[str, Any]]] = {pid: [] for pid in found}
     by_version: dict[int, dict[str, Any]] = {}
-    for batch in _batches(ids):
-        query = select(versions.c.id, versions.c.product_id, versions.c.number, versions.c.created_us) \
-            .where(versions.c.created_us <= as_of)
-        if batch is not None:
-            query = query.where(versions.c.product_id.in_(batch))
+    for batch in batches(ids):
+        query = _visible(select(versions.c.id, versions.c.product_id, versions.c.number, versions.c.created_us),
+                         as_of, batch)
         # unpacked rows: this loop runs once per version of the whole store
         rows = conn.execute(query.order_by(versions.c.product_id, versions.c.number)).all()
         for vid, pid, number, created in rows:
@@ -90,15 +90,9 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
             by_version[vid] = entry
 
     raw_deps: list[tuple[dict[str, Any], int, int]] = []
-    for batch in _batches(ids):
-        query = (
-            select(dependencies.c.version_id, dependencies.c.dep_product_id, dependencies.c.dep_number)
-            .join(versions, versions.c.id == dependencies.c.version_id)
-            .where(versions.c.created_us <= as_of)
-        )
-        if batch is not None:
-            query = query.where(versions.c.product_id.in_(batch))
-        rows = conn.execute(query.order_by(dependencies.c.version_id, dependencies.c.position)).all()
+    for batch in batches(ids):
+        query = dependency_rows().join(versions, versions.c.id == dependencies.c.version_id)
+        rows = conn.execute(_visible(query, as_of, batch)).all()
         for vid, dep_pid, dep_number in rows:
             entry = by_version.get(vid)
             if entry is not None:
@@ -118,5 +112,6 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
     return {"as_of": iso(as_of), "cursor": cursor, "products": out}
 
 
-def _batches(ids: list[int] | None) -> list[list[int] | None]:
-    return [None] if ids is None else list(chunks(ids))
+def _visible(query: Select[Any], as_of: int, batch: list[int] | None) -> Select[Any]:
+    """``query``, which reads ``versions``, limited to the versions of ``batch`` visible at ``as_of``."""
+    return where_in(query.where(versions.c.created_us <= as_of), versions.c.product_id, batch)

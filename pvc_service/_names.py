@@ -12,16 +12,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from pvc_client import PVCError, format_time, from_micros, parse_time, to_micros, utcnow
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Select, func, select
 
 from ._errors import NotFound, from_client_error
 from ._schema import label_moves, product_names, products, versions
 
-__all__ = ["now_us", "parse_as_of", "chunks", "find_product", "lookup_product", "canonical_names_query",
-           "canonical_names", "aliases_of", "latest_numbers", "labels_as_of", "Product",
-           "product_by_id"]
+__all__ = ["now_us", "parse_as_of", "chunks", "batches", "where_in", "find_product", "lookup_product",
+           "canonical_names_query", "canonical_names", "aliases_of", "latest_numbers", "labels_as_of",
+           "Product", "product_by_id"]
 
 T = TypeVar("T")
+S = TypeVar("S", bound=Select[Any])
 
 # Bound parameters per IN (...) list: well under SQLite's and PostgreSQL's limits.
 CHUNK = 900
@@ -49,6 +50,21 @@ def chunks(ids: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def batches(ids: Iterable[int] | None) -> Iterable[list[int] | None]:
+    """The batches to ask about ``ids`` in: `chunks`, or for None (every product)
+    one None batch, which `where_in` leaves unlimited.
+
+    Asking for every product without an id list keeps a whole-store answer
+    (``/index``) to one query per table, not one per ``CHUNK`` products.
+    """
+    return [None] if ids is None else chunks(ids)
+
+
+def where_in(query: S, column: ColumnElement[Any], batch: Sequence[int] | None) -> S:
+    """``query`` limited to rows whose ``column`` is in ``batch``; a None batch limits nothing."""
+    return query if batch is None else query.where(column.in_(batch))
 
 
 class Product:
@@ -97,17 +113,14 @@ def canonical_names_query(as_of: int, ids: Sequence[int] | None = None) -> Selec
     ).label("rank")
     inner = select(product_names.c.product_id, product_names.c.name, product_names.c.began_us, rank)
     inner = inner.where(product_names.c.began_us <= as_of)
-    if ids is not None:
-        inner = inner.where(product_names.c.product_id.in_(ids))
-    sub = inner.subquery()
+    sub = where_in(inner, product_names.c.product_id, ids).subquery()
     return select(sub.c.product_id, sub.c.name, sub.c.began_us).where(sub.c.rank == 1)
 
 
 def canonical_names(conn: Connection, ids: Iterable[int] | None, as_of: int) -> dict[int, tuple[str, int]]:
     """product id -> (canonical name, began_us) as of a time."""
     out: dict[int, tuple[str, int]] = {}
-    batches: Iterable[list[int] | None] = [None] if ids is None else chunks(ids)
-    for batch in batches:
+    for batch in batches(ids):
         for pid, name, began in conn.execute(canonical_names_query(as_of, batch)).all():
             out[pid] = (name, began)
     return out
@@ -117,13 +130,10 @@ def aliases_of(conn: Connection, ids: Iterable[int] | None, as_of: int,
                canonical: dict[int, tuple[str, int]]) -> dict[int, list[str]]:
     """product id -> older names that existed as of a time, sorted."""
     out: dict[int, list[str]] = {}
-    batches: Iterable[list[int] | None] = [None] if ids is None else chunks(ids)
-    for batch in batches:
+    for batch in batches(ids):
         query = select(product_names.c.product_id, product_names.c.name).where(
             product_names.c.began_us <= as_of)
-        if batch is not None:
-            query = query.where(product_names.c.product_id.in_(batch))
-        for pid, name in conn.execute(query).all():
+        for pid, name in conn.execute(where_in(query, product_names.c.product_id, batch)).all():
             current = canonical.get(pid)
             if current is not None and name != current[0]:
                 out.setdefault(pid, []).append(name)
@@ -147,17 +157,14 @@ def latest_numbers(conn: Connection, ids: Iterable[int], as_of: int) -> dict[int
 def labels_as_of(conn: Connection, ids: Iterable[int] | None, as_of: int) -> dict[int, dict[str, int]]:
     """product id -> {label: number} as of a time (deleted labels left out)."""
     out: dict[int, dict[str, int]] = {}
-    batches: Iterable[list[int] | None] = [None] if ids is None else chunks(ids)
-    for batch in batches:
+    for batch in batches(ids):
         rank = func.row_number().over(
             partition_by=(label_moves.c.product_id, label_moves.c.label),
             order_by=(label_moves.c.moved_us.desc(), label_moves.c.id.desc()),
         ).label("rank")
         inner = select(label_moves.c.product_id, label_moves.c.label, label_moves.c.number, rank).where(
             label_moves.c.moved_us <= as_of)
-        if batch is not None:
-            inner = inner.where(label_moves.c.product_id.in_(batch))
-        sub = inner.subquery()
+        sub = where_in(inner, label_moves.c.product_id, batch).subquery()
         rows = conn.execute(select(sub.c.product_id, sub.c.label, sub.c.number)
                             .where(sub.c.rank == 1, sub.c.number.is_not(None))
                             .order_by(sub.c.product_id, sub.c.label)).all()

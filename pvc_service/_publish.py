@@ -186,9 +186,18 @@ def _rename(conn: Connection, name: str, new_name: str) -> tuple[Product, int]:
     return Product(product.id, new_name, product.created_us, began), began
 
 
-def _last_move(conn: Connection, product_id: int, label: str) -> int:
-    return conn.execute(select(func.coalesce(func.max(label_moves.c.moved_us), 0)).where(
-        label_moves.c.product_id == product_id, label_moves.c.label == label)).scalar_one()
+def _move_label(conn: Connection, product: Product, label: str, number: int | None, author: str,
+                now: int) -> int:
+    """Record a move of ``label`` to ``number`` (None: a deletion) and its event; returns its time."""
+    # never dated before the label's previous move (another process's clock may be ahead):
+    # the position as of T is the newest move by time, so the moves must keep their order
+    last = conn.execute(select(func.coalesce(func.max(label_moves.c.moved_us), 0)).where(
+        label_moves.c.product_id == product.id, label_moves.c.label == label)).scalar_one()
+    moved = max(now, last)
+    conn.execute(label_moves.insert().values(product_id=product.id, label=label, number=number,
+                                             moved_us=moved, author=author))
+    record_event(conn, "label", now, product.pri, label=label, number=number)
+    return moved
 
 
 def set_label(db: Database, name: str, label: str, number: int, author: str) -> dict[str, Any]:
@@ -199,10 +208,7 @@ def _set_label(conn: Connection, name: str, label: str, number: int, author: str
     now = now_us()
     product = lookup_product(conn, name, now)
     find_version(conn, product, str(number), now)  # 404 unless visible now
-    moved = max(now, _last_move(conn, product.id, label))
-    conn.execute(label_moves.insert().values(product_id=product.id, label=label, number=number,
-                                             moved_us=moved, author=author))
-    record_event(conn, "label", now, product.pri, label=label, number=number)
+    moved = _move_label(conn, product, label, number, author, now)
     return {"label": label, "version": number, "moved_at": iso(moved)}
 
 
@@ -215,7 +221,4 @@ def _delete_label(conn: Connection, name: str, label: str, author: str) -> None:
     product = lookup_product(conn, name, now)
     if label not in labels_as_of(conn, [product.id], now).get(product.id, {}):
         raise NotFound(f"no label {product.pri}@{label}")
-    moved = max(now, _last_move(conn, product.id, label))
-    conn.execute(label_moves.insert().values(product_id=product.id, label=label, number=None,
-                                             moved_us=moved, author=author))
-    record_event(conn, "label", now, product.pri, label=label, number=None)
+    _move_label(conn, product, label, None, author, now)

@@ -55,6 +55,29 @@ class CompactJSON(TypeDecorator[Any]):
 
 metadata = MetaData()
 
+
+def _numbered_history(name: str, owner: str, owner_id: str, *, number: str, time: str,
+                      payload: list[Column[Any]], unique: str, indexes: list[Index] | None = None) -> Table:
+    """A history numbered 1, 2, ... per row of ``owner``: one row an entry.
+
+    Columns, in this order: ``id``; ``owner_id`` (the owner's id); ``number``;
+    ``time`` (microseconds); ``author``; then ``payload``. The unique constraint
+    ``unique`` on (owner_id, number) is what stops two concurrent writers from
+    taking the same number.
+    """
+    return Table(
+        name, metadata,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column(owner_id, Id, ForeignKey(f"{owner}.id"), nullable=False),
+        Column(number, Integer, nullable=False),
+        Column(time, BigInteger, nullable=False),
+        Column("author", String(256), nullable=False),
+        *payload,
+        UniqueConstraint(owner_id, number, name=unique),
+        *(indexes or []),
+    )
+
+
 meta = Table(
     "pvc_meta", metadata,
     Column("key", String(64), primary_key=True),
@@ -80,18 +103,11 @@ product_names = Table(
     Index("ix_product_names_product", "product_id", "began_us"),
 )
 
-versions = Table(
-    "versions", metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("product_id", Id, ForeignKey("products.id"), nullable=False),
-    Column("number", Integer, nullable=False),
-    Column("created_us", BigInteger, nullable=False),
-    Column("author", String(256), nullable=False),
-    Column("message", Text, nullable=False),
-    Column("manifest", CompactJSON, nullable=False),
-    # the guard against two concurrent publishes taking the same number
-    UniqueConstraint("product_id", "number", name="uq_versions_product_number"),
-    Index("ix_versions_created", "created_us"),
+versions = _numbered_history(
+    "versions", "products", "product_id", number="number", time="created_us",
+    payload=[Column("message", Text, nullable=False), Column("manifest", CompactJSON, nullable=False)],
+    unique="uq_versions_product_number",
+    indexes=[Index("ix_versions_created", "created_us")],
 )
 
 dependencies = Table(
@@ -143,16 +159,10 @@ workspaces = Table(
     Column("created_us", BigInteger, nullable=False),
 )
 
-workspace_revisions = Table(
-    "workspace_revisions", metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("workspace_id", Id, ForeignKey("workspaces.id"), nullable=False),
-    Column("revision", Integer, nullable=False),
-    Column("changed_us", BigInteger, nullable=False),
-    Column("author", String(256), nullable=False),
-    Column("deleted", Boolean, nullable=False),
-    Column("spec", CompactJSON, nullable=False),
-    UniqueConstraint("workspace_id", "revision", name="uq_workspace_revision"),
+workspace_revisions = _numbered_history(
+    "workspace_revisions", "workspaces", "workspace_id", number="revision", time="changed_us",
+    payload=[Column("deleted", Boolean, nullable=False), Column("spec", CompactJSON, nullable=False)],
+    unique="uq_workspace_revision",
 )
 
 snapshots = Table(

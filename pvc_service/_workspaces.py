@@ -13,11 +13,11 @@ import re
 from typing import Any
 
 from pvc_client import format_time, parse_label, parse_ref, parse_time
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from ._catalog import iso
 from ._db import Database
-from ._errors import Invalid, NotFound
+from ._errors import Invalid, NotFound, must_match
 from ._events import record_event
 from ._models import WorkspaceBody
 from ._names import now_us
@@ -33,9 +33,7 @@ _SNAPSHOT_RE = re.compile(r"[0-9a-f]{16}")
 
 
 def check_name(name: str) -> str:
-    if _NAME_RE.fullmatch(name) is None:
-        raise Invalid(f"{name[:80]!r}: a workspace name is 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'")
-    return name
+    return must_match(_NAME_RE, name, "a workspace name is 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'")
 
 
 def normalize_spec(body: WorkspaceBody) -> dict[str, Any]:
@@ -102,13 +100,17 @@ def _revise(conn: Connection, ws_id: int, name: str, last: Any, spec: dict[str, 
             "deleted": deleted}
 
 
-def get_workspace(conn: Connection, name: str, as_of: int) -> dict[str, Any]:
-    row = conn.execute(
+def _revisions(name: str, as_of: int) -> Select[Any]:
+    """The revisions of the workspace ``name`` made at or before ``as_of``, in no order."""
+    return (
         select(workspace_revisions)
         .join(workspaces, workspaces.c.id == workspace_revisions.c.workspace_id)
         .where(workspaces.c.name == name, workspace_revisions.c.changed_us <= as_of)
-        .order_by(workspace_revisions.c.revision.desc()).limit(1)
-    ).first()
+    )
+
+
+def get_workspace(conn: Connection, name: str, as_of: int) -> dict[str, Any]:
+    row = conn.execute(_revisions(name, as_of).order_by(workspace_revisions.c.revision.desc()).limit(1)).first()
     if row is None or row.deleted:
         raise NotFound(f"no workspace {name!r} as of {iso(as_of)}")
     return _workspace_json(name, row)
@@ -131,12 +133,7 @@ def list_workspaces(conn: Connection, as_of: int) -> list[dict[str, Any]]:
 
 
 def workspace_history(conn: Connection, name: str, as_of: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(workspace_revisions)
-        .join(workspaces, workspaces.c.id == workspace_revisions.c.workspace_id)
-        .where(workspaces.c.name == name, workspace_revisions.c.changed_us <= as_of)
-        .order_by(workspace_revisions.c.revision)
-    ).all()
+    rows = conn.execute(_revisions(name, as_of).order_by(workspace_revisions.c.revision)).all()
     if not rows:
         raise NotFound(f"no workspace {name!r}")
     return [_workspace_json(name, r) for r in rows]
@@ -151,9 +148,7 @@ def snapshot_id(record: dict[str, Any]) -> str:
 
 
 def check_snapshot_id(text: str) -> str:
-    if _SNAPSHOT_RE.fullmatch(text) is None:
-        raise Invalid(f"{text[:80]!r}: a snapshot id is 16 lowercase hex characters")
-    return text
+    return must_match(_SNAPSHOT_RE, text, "a snapshot id is 16 lowercase hex characters")
 
 
 def _snapshot_json(row: Any) -> dict[str, Any]:
