@@ -1,11 +1,18 @@
 """Kernel fast paths: requests answered without entering Python.
 
-Owns the C library (``_lib*.c``, one file per job, their contract in
-``_libprodfs.h``; see docs/kernel.md) and its ctypes side: zero-message
-opens (`_zeroopen`, which must load before pyfuse3, hence `_fuse`), reads and
-lookups answered in C and passthrough (`_fastpath`), and the readahead of
-the mount's backing device (`_readahead`). Each path can be turned off and
-then falls back to the daemon's Python handlers.
+Owns the C library, one extension (`_libzeroopen`) built from one file per
+job: ``_libzeroopen.c`` (the session, zero-message opens),
+``_libpassthrough.c`` (the device's reader, passthrough opens),
+``_libfastread.c`` (reads), ``_libfastlookup.c`` (lookups) and
+``_libslots.c`` (the verified payload files the read path and passthrough
+borrow), each calling only files after it in that list, their contract in
+``_libprodfs.h`` (see docs/kernel.md). And its ctypes side:
+loading the library and zero-message opens (`_zeroopen`, which must load
+before pyfuse3, hence `_fuse`), reads and lookups answered in C and
+passthrough (`_fastpath`), and the readahead of the mount's backing device
+(`_readahead`). Each path can be turned off (``--no-zero-open``,
+``--no-fast-path``, ``--no-passthrough``) and then falls back to the
+daemon's Python handlers.
 """
 
 from __future__ import annotations

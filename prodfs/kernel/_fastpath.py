@@ -1,4 +1,9 @@
-"""Requests answered in C, by the zero-open library (`_libfastread.c`, `_libfastlookup.c`, `_libpassthrough.c`).
+"""Requests answered in C, by the library `_zeroopen` loads (`_libfastread.c`, `_libfastlookup.c`, `_libpassthrough.c`).
+
+The payload files the read path and passthrough serve are in `_libslots.c`,
+which `FastReads` fills; `_libprodfs.h` states what the C files give each
+other, docs/kernel.md what each answers, what it leaves to Python and how
+to turn it off (``--no-fast-path``: all three; ``--no-passthrough``).
 
 A request that reaches pyfuse3 costs about 150 us of CPU on the event loop
 before the handler runs. Three kinds of request need nothing the daemon does
@@ -50,7 +55,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FastReads", "FastLookups", "Passthrough", "PASSTHROUGH_BIT"]
 
-PASSTHROUGH_BIT = 1 << 61  # PRODFS_PASSTHROUGH_BIT in _libpassthrough.c: "open this inode in passthrough"
+PASSTHROUGH_BIT = 1 << 61  # PRODFS_PASSTHROUGH_BIT in _libprodfs.h: "open this inode in passthrough"
 
 _COUNTERS = ("reads", "bytes_read", "fallbacks", "errors")
 
@@ -62,7 +67,12 @@ def _library() -> ctypes.CDLL | None:
 
 
 class FastReads:
-    """The daemon's side of the C read path; `start` returns None when the library is not there."""
+    """The daemon's side of the C read path; `start` returns None when the library is not there.
+
+    Fills the payload slots of `_libslots.c` (``prodfs_fastread_put``, ``map``,
+    ``drop``), which `_libfastread.c`'s threads and `_libpassthrough.c` borrow;
+    they are lent only between `start` and `stop`.
+    """
 
     def __init__(self, lib: ctypes.CDLL, slots: int) -> None:
         self._lib = lib

@@ -15,7 +15,9 @@
  * which then takes the slow path once. The daemon fills the table from its
  * thread; lookups are answered there (the wrapped `lookup`) and, with
  * passthrough, on the thread that reads the device (`_libpassthrough.c`,
- * through `prodfs_fastlookup_find`): a lock keeps them apart.
+ * through `prodfs_fastlookup_find`): a lock keeps them apart, and nothing
+ * else is taken under it. Depends on no other file of the library (see
+ * `_libprodfs.h`).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -26,6 +28,8 @@
 
 #define FUSE_USE_VERSION 31
 #include <fuse_lowlevel.h>
+
+#include "_libprodfs.h"
 
 #define LOOKUP_BITS 16
 #define NAME_MAX_LEN 255

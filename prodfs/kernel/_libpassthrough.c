@@ -20,9 +20,9 @@
  *  - INIT: if the kernel offers FUSE_PASSTHROUGH, the reply libfuse writes
  *    (`io_writev`) is given the flag and a stacking depth of 1 (no writeback
  *    cache here).
- *  - OPEN of an inode the C read path has a verified payload for
- *    (`_libfastread.c`: the same check as a read) is answered here; so is
- *    its RELEASE.
+ *  - OPEN of an inode the daemon registered a verified payload for
+ *    (`_libslots.c`, which the C read path borrows from too: the same
+ *    check as a read) is answered here; so is its RELEASE.
  *  - LOOKUP of a name the daemon handed over (`_libfastlookup.c`: names
  *    inside versions) is answered here too.
  *  - An OPEN the daemon answers (payload not fetched or not verified yet)
@@ -42,7 +42,12 @@
  * at each open here, where the C read path checks it at each read.
  *
  * The records are used by the reader and by the thread that runs libfuse
- * and Python (`fuse_reply_open`): a lock keeps them apart.
+ * and Python (`fuse_reply_open`): a lock keeps them apart (`rlock`, taken
+ * before the slots' own, never under it).
+ *
+ * This file calls `_libslots.c` and `_libfastlookup.c`, never the files
+ * above it; the slots tell it what it must hear through the hooks it
+ * registers at load (`register_hooks`). The contract is `_libprodfs.h`.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -61,10 +66,8 @@
 #define FUSE_USE_VERSION 31
 #include <fuse_lowlevel.h>
 
-#include "_libfastread.h"
+#include "_libprodfs.h"
 
-#define PRODFS_INODE_BIT (UINT64_C(1) << 62)
-#define PRODFS_PASSTHROUGH_BIT (UINT64_C(1) << 61)
 #define INODE_MASK (PRODFS_PASSTHROUGH_BIT - 1)
 
 /* The parts of the kernel's protocol (7.40) that libfuse 3.14's headers predate. */
@@ -182,7 +185,7 @@ static struct record *records[BUCKETS];
 /*
  * Records of payload inodes with no open left, least recently closed first, kept with their file
  * and fd: the next open of the same file then costs one fstat instead of an open and a close. At
- * most IDLE_MAX (fds), and never one whose file left the cache (`prodfs_passthrough_dropped`).
+ * most IDLE_MAX (fds), and never one whose file left the cache (`dropped`).
  */
 #define IDLE_MAX 2048
 static struct record idle = {.idle_prev = &idle, .idle_next = &idle};
@@ -226,7 +229,7 @@ static void drop_record(struct record *r)
         unidle(r);
     *p = r->next;
     if (r->file != NULL)
-        prodfs_fastread_unref(r->file);
+        prodfs_slots_unref(r->file);
     if (r->fd >= 0)
         close(r->fd);
     free(r);
@@ -245,7 +248,7 @@ static void closed(uint64_t ino, int how)
         r->cached--;
     if (r->passthrough > 0 || r->cached > 0)
         return;
-    if (r->fd < 0 || !prodfs_fastread_same(r->fd, r->file, 1)) {
+    if (r->fd < 0 || !prodfs_slots_same(r->fd, r->file, 1)) {
         drop_record(r); /* evicted or changed: its space and its fd go now */
         return;
     }
@@ -258,8 +261,8 @@ static void closed(uint64_t ino, int how)
     idles++;
 }
 
-/* Called by `prodfs_fastread_drop`: `f` left the cache; idle records let it go. */
-void prodfs_passthrough_dropped(struct blobfile *f)
+/* A hook of `_libslots.c` (`prodfs_fastread_drop`): `f` left the cache; idle records let it go. */
+static void dropped(struct blobfile *f)
 {
     pthread_mutex_lock(&rlock);
     for (struct record *r = idle.idle_next, *next; r != &idle; r = next) {
@@ -310,7 +313,7 @@ static int choose(uint64_t ino, int32_t *backing)
 
     if (r != NULL && r->idle_next != NULL) {
         unidle(r);
-        if (!prodfs_fastread_same(r->fd, r->file, 1)) {
+        if (!prodfs_slots_same(r->fd, r->file, 1)) {
             drop_record(r);
             r = NULL;
         }
@@ -320,31 +323,31 @@ static int choose(uint64_t ino, int32_t *backing)
             return KEEP_CACHE;
         /* The kernel keeps the inode on the file its open files use: the same one, if unchanged.
          * (An idle record was checked above, with the cache: it has no open files.) */
-        if (r->passthrough > 0 && !prodfs_fastread_same(r->fd, r->file, 0))
+        if (r->passthrough > 0 && !prodfs_slots_same(r->fd, r->file, 0))
             return REFUSE;
         r->passthrough++;
         *backing = r->file->backing;
-        prodfs_fastread_used(r->file);
+        prodfs_slots_used(r->file);
         return PASS;
     }
-    if ((f = prodfs_fastread_acquire(ino, 0)) == NULL)
+    if ((f = prodfs_slots_acquire(ino, 0)) == NULL)
         return ASK_DAEMON;
     /* An fd for as long as the inode is open (and a while after): the slot itself keeps none
      * (there may be tens of thousands of slots), and later opens check that this file is unchanged. */
-    if ((fd = prodfs_fastread_open_checked(f)) < 0) {
-        prodfs_fastread_failed(f); /* the daemon checks or fetches it, and registers it again */
+    if ((fd = prodfs_slots_open_checked(f)) < 0) {
+        prodfs_slots_failed(f); /* the daemon checks or fetches it, and registers it again */
         return ASK_DAEMON;
     }
     if (!registered(f, fd) || (r = record_for(ino)) == NULL) {
         close(fd);
-        prodfs_fastread_unref(f);
+        prodfs_slots_unref(f);
         return ASK_DAEMON;
     }
     r->passthrough = 1;
     r->file = f;
     r->fd = fd;
     *backing = f->backing;
-    prodfs_fastread_used(f);
+    prodfs_slots_used(f);
     return PASS;
 }
 
@@ -356,9 +359,6 @@ static int reply(uint64_t unique, int error, const void *arg, size_t len)
 
     return writev(devfd, iov, len ? 2 : 1) >= 0 || errno != ENOENT;
 }
-
-/* In _libfastlookup.c: the entry the daemon handed over for (parent, name), if it did. */
-int prodfs_fastlookup_find(uint64_t parent, const char *name, size_t len, struct fuse_entry_param *e);
 
 static void split_timeout(double t, uint64_t *sec, uint32_t *nsec)
 {
@@ -692,10 +692,21 @@ int fuse_reply_open(fuse_req_t req, const struct fuse_file_info *fi)
     return 0;
 }
 
-void prodfs_passthrough_forget(int backing)
+/* A hook of `_libslots.c`: the last reference to the file that had passthrough id `backing` went
+ * (with the slots' lock held: no lock here). Open files keep the backing file in the kernel. */
+static void backing_gone(int backing)
 {
     uint32_t id = (uint32_t)backing;
 
     if (devfd >= 0)
         ioctl(devfd, IOC_BACKING_CLOSE, &id);
+}
+
+/* Registered before any thread of the library exists: the slots tell this file when a file with a
+ * passthrough id is gone and when a file left the cache, without calling up into it. */
+__attribute__((constructor)) static void register_hooks(void)
+{
+    static const struct prodfs_slots_hooks hooks = {.backing_gone = backing_gone, .dropped = dropped};
+
+    prodfs_slots_set_hooks(&hooks);
 }

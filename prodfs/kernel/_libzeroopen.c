@@ -23,6 +23,11 @@
  *
  * Compiled against the same fuse3 headers as pyfuse3, so the layout of
  * `fuse_lowlevel_ops` and `fuse_file_info` is the one libfuse uses.
+ *
+ * The top of the library: it calls `_libfastread.c` (`prodfs_fastread`),
+ * `_libfastlookup.c` (`prodfs_fastlookup`) and `_libpassthrough.c`
+ * (`prodfs_passthrough_resolved`, `prodfs_passthrough_attach`), and none of
+ * them calls it. The contract between the files is `_libprodfs.h`.
  */
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
@@ -32,7 +37,7 @@
 #include <string.h>
 #include <fuse_lowlevel.h>
 
-#define PRODFS_INODE_BIT (UINT64_C(1) << 62)
+#include "_libprodfs.h"
 
 typedef struct fuse_session *(*session_new_fn)(struct fuse_args *, const struct fuse_lowlevel_ops *,
                                                size_t, void *);
@@ -41,9 +46,6 @@ typedef void (*read_fn)(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_
 static session_new_fn real_session_new;
 static read_fn real_read, real_readdirplus;
 static struct fuse_lowlevel_ops wrapped_ops;
-
-/* In _libpassthrough.c: 1 when libfuse's functions it stands in front of were found. */
-int prodfs_passthrough_resolved(void *libfuse);
 
 /* Read from Python: 1 when libfuse's own fuse_session_new (and the others) were found. */
 int prodfs_zeroopen_ready;
@@ -65,12 +67,6 @@ static inline void tag_handle(fuse_ino_t ino, struct fuse_file_info *fi)
     if (fi != NULL && fi->fh == 0)
         fi->fh = (uint64_t)ino | PRODFS_INODE_BIT;
 }
-
-/* In _libfastread.c and _libfastlookup.c: 1 when they answer the request themselves. */
-int prodfs_fastread(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
-int prodfs_fastlookup(fuse_req_t req, fuse_ino_t parent, const char *name);
-/* In _libpassthrough.c: opens answered with the cache's own files, when the kernel can. */
-void prodfs_passthrough_attach(struct fuse_session *se);
 
 typedef void (*lookup_fn)(fuse_req_t, fuse_ino_t, const char *);
 static lookup_fn real_lookup;

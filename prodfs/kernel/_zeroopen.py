@@ -1,4 +1,9 @@
-"""Zero-message opens, through the small library `_libzeroopen.c`.
+"""Loading the library, and zero-message opens (its `_libzeroopen.c`).
+
+The library is one extension, `prodfs.kernel._libzeroopen`, built from the
+C files of this package (their contract in `_libprodfs.h`, what each
+answers in docs/kernel.md); this module loads it, and the C read, lookup
+and passthrough paths in it are driven from `prodfs.kernel._fastpath`.
 
 Answering OPEN and OPENDIR with ENOSYS makes the kernel stop sending them (and
 RELEASE, RELEASEDIR) for the rest of the mount, keep file contents across
@@ -13,7 +18,8 @@ This suits ProdFS because what an inode serves never changes: a version's
 file or directory keeps its inode, a new version gets new ones, and the
 control files give every lookup a new inode (see `prodfs.mount.fs`). Without the
 library (not built, or loaded too late) `sessions` is False and opens and
-listings go to the daemon as usual.
+listings go to the daemon as usual; ``--no-zero-open`` keeps the library
+(and the C paths) but has the daemon answer opens and listings itself.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 __all__ = ["load", "library", "sessions", "why_unavailable", "INODE_BIT"]
 
-INODE_BIT = 1 << 62  # PRODFS_INODE_BIT in _libzeroopen.c; file handles stay far below it
+INODE_BIT = 1 << 62  # PRODFS_INODE_BIT in _libprodfs.h; file handles stay far below it
 
 _lib: ctypes.CDLL | None = None
 _why = "not loaded"
