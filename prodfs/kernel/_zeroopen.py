@@ -58,7 +58,7 @@ def load() -> bool:
         return False
     path = _library_path()
     if path is None:
-        _why = "prodfs/_libzeroopen was not built (installing needs gcc and libfuse3-dev)"
+        _why = "prodfs/kernel/_libzeroopen was not built (installing needs gcc and libfuse3-dev)"
         return False
     try:
         lib = ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL | os.RTLD_NOW)
