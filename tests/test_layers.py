@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from prodfs.resolution._cycles import components
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pvc_client", "pvc_service", "prodfs", "mount_tools", "prodfs_demo")
 
@@ -106,48 +108,9 @@ def _upward(graph: dict[str, list[tuple[int, str]]]) -> list[str]:
 
 
 def _cycles(graph: dict[str, list[tuple[int, str]]]) -> list[list[str]]:
-    # Tarjan's strongly connected components, iteratively
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    cycles: list[list[str]] = []
-    counter = 0
-    for start in graph:
-        if start in index:
-            continue
-        work = [(start, iter(graph[start]))]
-        index[start] = low[start] = counter
-        counter += 1
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, edges = work[-1]
-            for _, nxt in edges:
-                if nxt not in index:
-                    index[nxt] = low[nxt] = counter
-                    counter += 1
-                    stack.append(nxt)
-                    on_stack.add(nxt)
-                    work.append((nxt, iter(graph.get(nxt, ()))))
-                    break
-                if nxt in on_stack:
-                    low[node] = min(low[node], index[nxt])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    if len(component) > 1:
-                        cycles.append(sorted(component))
-    return cycles
+    # the resolver's own strongly connected components (tested in tests/resolver)
+    succ = {name: [target for _, target in edges] for name, edges in graph.items()}
+    return [sorted(members) for members, cyclic in components(list(graph), succ) if cyclic]
 
 
 def test_imports_point_down() -> None:
