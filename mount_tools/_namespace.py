@@ -80,13 +80,23 @@ def enter_private_namespace() -> None:
     caller's uid and gid mapped to themselves) holding a new mount namespace."""
     uid, gid = os.getuid(), os.getgid()
     unprivileged = os.geteuid() != 0
-    try:
-        if unprivileged:
-            unshare(CLONE_NEWUSER | CLONE_NEWNS)
-        else:
+    if not unprivileged:
+        try:
             unshare(CLONE_NEWNS)
-    except OSError as exc:
-        raise NamespaceError(why_not(exc, unprivileged)) from None
+        except OSError as exc:
+            if exc.errno != errno.EPERM:
+                raise NamespaceError(why_not(exc, False)) from None
+            # root without CAP_SYS_ADMIN (a container): a user namespace may still be allowed
+            try:
+                unshare(CLONE_NEWUSER | CLONE_NEWNS)
+            except OSError as exc2:
+                raise NamespaceError(why_not(exc, False) + "; and " + why_not(exc2, True).split(": ", 1)[1]) from None
+            unprivileged = True
+    else:
+        try:
+            unshare(CLONE_NEWUSER | CLONE_NEWNS)
+        except OSError as exc:
+            raise NamespaceError(why_not(exc, True)) from None
     try:
         if unprivileged:
             with open("/proc/self/setgroups", "w") as f:

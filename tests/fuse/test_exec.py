@@ -224,6 +224,44 @@ def test_an_unknown_context_is_exit_4(ex, context, message):
     assert ex.exec_mounts() == []
 
 
+# Runs argv as root without CAP_SYS_ADMIN inside a user namespace that may make no further user
+# namespace (its own max_user_namespaces set to 0): no global sysctl changes, nothing else affected.
+NO_NAMESPACES = """
+import ctypes, os, sys, time
+from mount_tools._namespace import CLONE_NEWUSER, unshare
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w)
+    unshare(CLONE_NEWUSER)
+    if os.read(r, 1) != b"g":
+        os._exit(99)
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:
+        f.write("0")
+    assert ctypes.CDLL(None, use_errno=True).prctl(24, 21, 0, 0, 0) == 0  # PR_CAPBSET_DROP, CAP_SYS_ADMIN
+    os.execvp(sys.argv[1], sys.argv[1:])
+os.close(r)
+while os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user"):
+    time.sleep(0.005)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write("0 0 65536")
+os.write(w, b"g")
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_no_permission_for_a_namespace_is_exit_7(ex):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to set up a user namespace with a full uid map")
+    res = subprocess.run([sys.executable, "-c", NO_NAMESPACES,
+                          *ex.argv("--snapshot", ex.snaps["A"], cmd=["true"])],
+                         env=ex.env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 7, res.stderr
+    assert "cannot make a mount namespace" in res.stderr and "max_user_namespaces is 0" in res.stderr
+    assert ex.exec_mounts() == [] and not list(ex.base.glob("*/users/*"))
+
+
 def test_no_mount_namespace_is_exit_7(ex, monkeypatch, capsys):
     """unshare(2) refused (EPERM as in a locked-down container, ENOSPC with user namespaces disabled)."""
     from mount_tools import cli
