@@ -111,6 +111,7 @@ def ex(tmp_path_factory):
                 return (await create_snapshot(client, Context(roots=(f"{SHOT}@{n}",), strategy="nearest")))["id"]
 
         env = Env(tmp, service.url, {"A": trio.run(snap, 1), "B": trio.run(snap, 2)})
+        env.service = service
         env.root.mkdir()
         try:
             yield env
@@ -288,3 +289,27 @@ def test_the_context_key_is_canonical():
     a = {"pvc": "http://x", "roots": ["a-b"], "snapshot": None}
     assert context_key(a) == context_key(dict(reversed(list(a.items()))))
     assert context_key(a) != context_key({**a, "roots": ["a-c"]})
+
+
+def test_render_recipe_when_the_service_is_down(ex):
+    """docs/exec.md: the node is prepared online (one exec and a prefetch); the job then runs with PVC down."""
+    cache = ex.tmp / "node-cache"
+    snap = ex.snaps["B"]
+    common = ["--pvc", ex.url, "--cache-dir", str(cache)]
+    prep = subprocess.run([*PRODFS, "exec", *common, "--at", str(ex.root), "--snapshot", snap, "--",
+                           *PRODFS, "prefetch", "--snapshot", snap, *common], env=ex.env, capture_output=True,
+                          text=True, timeout=60)
+    assert prep.returncode == 0, prep.stderr
+    ex.service.stop()
+    try:
+        script = f"{sys.executable} -c '{USD_SCRIPT}' {ex.root}/{SHOT}/shot.usda; cat {ex.root}/{MODEL}/data.txt"
+        res = subprocess.run([*PRODFS, "exec", *common, "--at", str(ex.root), "--snapshot", snap, "--",
+                              "sh", "-c", script], env=ex.env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["2.0", f"{MODEL}@2"]
+        # a context that needs the service cannot start: exit 4
+        res = subprocess.run([*PRODFS, "exec", *common, "--at", str(ex.root), "--snapshot", ex.snaps["A"], "--",
+                              "true"], env=ex.env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 4, res.stderr
+    finally:
+        ex.service.start()
