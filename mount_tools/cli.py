@@ -8,6 +8,8 @@ Exit codes:
   4  the PVC service is unreachable, or the context (workspace, snapshot) is unknown
   5  not a ProdFS mount / nothing to report
   6  fsck found corrupt payloads in the cache (they were removed, and are refetched when next read)
+  7  exec: cannot make a mount namespace (not permitted, or user namespaces disabled)
+  exec otherwise exits with its command's status (128+N if it died of signal N; 127: command not found)
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 from prodfs.mount.options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 
 from ._context_cmds import add_parsers
+from ._exec import add_parser as add_exec_parser
+from ._exec import cmd_exec, exec_contexts
 from ._mounts import (
     QuietError,
     find_mount_of,
@@ -156,11 +160,14 @@ def cmd_status(opts: argparse.Namespace) -> int:
             except Exception as exc:  # noqa: BLE001 - report, don't die
                 entry.update(health="unresponsive", error=str(exc))
         report.append(entry)
-    return answer(opts, {"mounts": report}, lambda doc: _show_status(doc["mounts"]))
+    doc: dict = {"mounts": report}
+    if not opts.mountpoint:
+        doc["exec"] = exec_contexts()
+    return answer(opts, doc, lambda doc: _show_status(doc["mounts"], doc.get("exec", [])))
 
 
-def _show_status(report: list[dict]) -> None:
-    if not report:
+def _show_status(report: list[dict], contexts: list[dict] = ()) -> None:
+    if not report and not contexts:
         print("no ProdFS mounts")
     for e in report:
         print(f"{e['mountpoint']}: {e['health']}")
@@ -176,6 +183,15 @@ def _show_status(report: list[dict]) -> None:
                 print("  every open and listing goes through the daemon (zero-message opens are off: see its log)")
         elif "error" in e:
             print(f"  {e['error']}")
+    if contexts:
+        print("prodfs exec contexts:")
+    for c in contexts:
+        shown = {k: v for k, v in c["context"].items() if v}
+        print(f"  {c['key']}  {c['mountpoint']}{'' if c['mounted'] else ' (not mounted)'}")
+        print(f"    context {json.dumps(shown, sort_keys=True)}")
+        for u in c["users"]:
+            print(f"    wrapper {u['wrapper_pid']}  child {u['child_pid']}  at {u['root']}  "
+                  f"{' '.join(u.get('command') or [])}")
 
 
 # -- why / conflicts -------------------------------------------------------
@@ -267,17 +283,36 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--cache-dir", type=Path, default=None, help=f"the cache to check (default: {default_cache_dir()})")
     f.add_argument("--json", action="store_true")
     add_parsers(sub)
+    add_exec_parser(sub, _mount_from_args)
     return p
 
 
+def _mount_from_args(raw: list[str]) -> int:
+    """``prodfs mount RAW...`` from code (``prodfs exec`` starts its context's daemon this way)."""
+    return cmd_mount(build_parser().parse_args(["mount", *raw]), raw)
+
+
+def _split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``exec OPTIONS -- CMD...``: the command is never parsed (nor its times joined)."""
+    if not argv or argv[0] != "exec":
+        return argv, None
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def main(args: list[str] | None = None) -> int:
-    argv = join_time_values(list(sys.argv[1:] if args is None else args))
+    argv, command = _split_exec(list(sys.argv[1:] if args is None else args))
+    argv = join_time_values(argv)
     parser = build_parser()
     try:
         opts = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
+        if opts.command == "exec":
+            return cmd_exec(opts, command or [], opts.start_mount)
         if opts.command == "mount":
             raw = argv[1:]
             if opts.o:

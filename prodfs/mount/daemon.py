@@ -33,6 +33,7 @@ from .fs import LONG, Operations
 from .namespace import ROOT, Namespace
 from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 from .state import MountState
+from .users import LOCK_NAME, live_records, read_records, try_lock
 
 log = logging.getLogger("prodfs")
 
@@ -80,6 +81,7 @@ class Daemon:
         self.ops: Operations | None = None
         self._invalidate: trio.MemorySendChannel | None = None
         self._last_snapshot: tuple | None = None
+        self._unused_lock: int | None = None  # held from the decision to unmount until the process ends
 
     async def _fetch_version(self, pri: str, number: int) -> dict:
         return await self.client.get_version(pri, number)
@@ -404,6 +406,8 @@ class Daemon:
                 nursery.start_soon(self.blobs.keep_ledger)
                 if ops.fast_lookups is not None:
                     nursery.start_soon(ops.hand_over_listings)
+                if self.opts.exit_when_unused is not None:
+                    nursery.start_soon(self._exit_when_unused, nursery.cancel_scope)
                 await trio.sleep(0)
                 _ready(ready_fd, self.mountpoint)
         finally:
@@ -465,6 +469,41 @@ class Daemon:
             await pyfuse3.main()
         finally:
             scope.cancel()
+
+    async def _exit_when_unused(self, scope: trio.CancelScope, *, first_grace: float = 10.0,
+                                idle_grace: float = 1.0) -> None:
+        """A ``prodfs exec`` context: unmount once none of its users is alive (docs/exec.md).
+
+        Nobody registered ``first_grace`` seconds after the start, or no live user for
+        ``idle_grace`` seconds: take the context's lock (never while a ``prodfs exec`` holds
+        it), look once more, and unmount holding the lock until the process ends, so that
+        a ``prodfs exec`` never binds a mount that is going away."""
+        users = Path(self.opts.exit_when_unused)
+        started = time.monotonic()
+        seen = False
+        idle_since: float | None = None
+        while True:
+            await trio.sleep(0.5)
+            seen = seen or bool(read_records(users))  # registered, even if dead by now
+            live = await trio.to_thread.run_sync(lambda: live_records(users, prune=True))
+            now = time.monotonic()
+            if live:
+                seen, idle_since = True, None
+                continue
+            idle_since = idle_since or now
+            if now - idle_since < idle_grace or (not seen and now - started < first_grace):
+                continue
+            fd = try_lock(users.parent / LOCK_NAME)
+            if fd is None:
+                continue
+            if live_records(users):
+                os.close(fd)
+                continue
+            self._unused_lock = fd
+            log.info("no process uses this context any more: unmounting")
+            pyfuse3.terminate()
+            scope.cancel()
+            return
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

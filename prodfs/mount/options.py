@@ -105,6 +105,9 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
     run.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
     run.add_argument("-o", dest="o", action="append", default=[], metavar="OPTS",
                      help="comma-separated options in mount(8) form (cache_dir=...,pin=...)")
+    run.add_argument("--exit-when-unused", type=Path, default=None, metavar="USERS_DIR",
+                     help="unmount once no process recorded in USERS_DIR is alive (the shared mount of a "
+                          "`prodfs exec` context; see docs/exec.md)")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
 
