@@ -16,7 +16,9 @@ import json
 import os
 import signal
 import subprocess
+import shutil
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -313,3 +315,41 @@ def test_render_recipe_when_the_service_is_down(ex):
         assert res.returncode == 4, res.stderr
     finally:
         ex.service.start()
+
+
+NOBODY = 65534
+
+
+def _as_nobody(argv: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+                          env=env, capture_output=True, text=True, **kw)
+
+
+def test_an_unprivileged_user_gets_a_view_where_the_machine_allows_it(ex):
+    # Needs what a plain Debian machine has and a container may not: /dev/fuse open to every
+    # user (for fusermount3), user namespaces, and this interpreter readable by others.
+    probe = _as_nobody([sys.executable, "-c", "import os, prodfs.mount; "
+                        "print(os.access('/dev/fuse', os.R_OK | os.W_OK))"],
+                       {**os.environ, "PYTHONPATH": os.getcwd()}, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"an ordinary user cannot run this Python or read these sources: {probe.stderr.strip()[-200:]}")
+    if probe.stdout.strip() != "True":
+        pytest.skip("/dev/fuse is closed to ordinary users on this machine (fusermount3 needs it open)")
+    # pytest's temporary directories are closed to other users: one of the user's own
+    work = Path(tempfile.mkdtemp(prefix="prodfs-nobody."))
+    root, cache, base = work / "p", work / "cache", work / "exec"
+    root.mkdir()
+    for d in (work, root):
+        os.chown(d, NOBODY, NOBODY)
+    env = {**os.environ, "HOME": str(work), "PYTHONPATH": os.getcwd(), "PRODFS_EXEC_DIR": str(base)}
+    env.pop("XDG_RUNTIME_DIR", None)
+    data = root / MODEL / "data.txt"
+    res = _as_nobody([*PRODFS, "exec", "--pvc", ex.url, "--cache-dir", str(cache), "--at", str(root),
+                      "--snapshot", ex.snaps["B"], "--", "sh", "-c", f"id -u; cat {data}"], env, timeout=60)
+    try:
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == [str(NOBODY), f"{MODEL}@2"]
+        assert os.listdir(root) == []
+        wait_for(lambda: not any(str(base) in line for line in open("/proc/self/mountinfo")), timeout=10)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
