@@ -7,17 +7,23 @@ path. See docs/exec.md.
 
 A context directory (``/run/prodfs/exec/<key>/`` as root; ``$PRODFS_EXEC_DIR``
 overrides the base) holds ``context.json`` (the options), ``lock`` (flock),
-``mnt/`` (the daemon's mountpoint), ``users/`` (one record per running
-``prodfs exec``, see prodfs/mount/users.py) and ``daemon.log``.
+``mnt/`` (the daemon's mountpoint) and ``users/`` (one record per running
+``prodfs exec``, see prodfs/mount/users.py). The daemon logs to
+``CACHE_DIR/log/exec-<key>.log``, which outlives the context: the last
+``prodfs exec`` of a context removes its directory, and every ``prodfs exec``
+removes those of contexts nothing uses any more (left by a killed wrapper,
+whose daemon unmounted itself).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -25,7 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prodfs.mount.options import default_cache_dir
-from prodfs.mount.users import LOCK_NAME, live_records, lock, mount_namespace, namespaces_in_use, proc_start
+from prodfs.mount.users import (
+    LOCK_NAME, live_records, lock, mount_namespace, namespaces_in_use, proc_start, try_lock,
+)
 
 from . import _namespace
 from ._mounts import QuietError, force_unmount, is_dead, prodfs_mounts, read_control, unmount
@@ -68,9 +76,16 @@ def context_key(options: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def log_path(options: dict, cdir: Path) -> Path:
+    """Where a context's daemon logs: in the cache's log directory, as `prodfs mount` does."""
+    return Path(options["cache_dir"], "log", f"exec-{cdir.name}.log")
+
+
 def _mount_args(options: dict, cdir: Path, opts: argparse.Namespace) -> list[str]:
+    log = log_path(options, cdir)
+    log.parent.mkdir(parents=True, exist_ok=True)
     raw = [str(cdir / "mnt"), "--pvc", options["pvc"], "--cache-dir", options["cache_dir"],
-           "--log-file", str(cdir / "daemon.log"), "--log-level", opts.log_level,
+           "--log-file", str(log), "--log-level", opts.log_level,
            "--exit-when-unused", str(cdir / "users")]
     for flag, key in (("--workspace", "workspace"), ("--snapshot", "snapshot"), ("--pin", "pin"),
                       ("--strategy", "strategy")):
@@ -99,6 +114,52 @@ def _ensure_daemon(cdir: Path, options: dict, opts: argparse.Namespace, start_mo
         return int(read_control(mnt, "stats.json")["pid"])
     except Exception:  # noqa: BLE001 - only used to wait for the daemon at the end
         return None
+
+
+def _unused(cdir: Path) -> bool:
+    """Under the context's lock: nothing serves or uses ``cdir`` any more (a dead mount is recovered)."""
+    mnt = str(cdir / "mnt")
+    if is_dead(mnt):
+        force_unmount(mnt)
+    return mnt not in prodfs_mounts() and not live_records(cdir / "users", prune=True)
+
+
+def sweep(base: Path, keep: str | None = None) -> list[str]:
+    """Remove the context directories under ``base`` that nothing uses (but ``keep``); their names.
+
+    A directory is removed holding its lock, and a `prodfs exec` that waited
+    on that lock finds its lock file unlinked and starts over (`_locked_context`)."""
+    removed = []
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return removed
+    for name in names:
+        cdir = base / name
+        if name == keep or not (cdir / "context.json").exists():
+            continue
+        try:
+            fd = try_lock(cdir / LOCK_NAME)
+        except OSError:
+            continue
+        if fd is None:
+            continue  # in use right now
+        try:
+            if _unused(cdir):
+                shutil.rmtree(cdir, ignore_errors=True)
+                removed.append(name)
+        except (OSError, QuietError):
+            pass  # looked at again by the next prodfs exec
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _still_linked(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
 
 
 def _write_record(users: Path, rec: dict) -> Path:
@@ -180,17 +241,9 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str], start_mount: StartMount) 
     key = context_key(options)
     cdir = exec_base() / key[:16]
     users = cdir / "users"
-    try:
-        (cdir / "mnt").mkdir(parents=True, exist_ok=True)
-        users.mkdir(exist_ok=True)
-        os.chmod(cdir, 0o700 if os.geteuid() != 0 else 0o755)
-        tmp = cdir / "context.json.tmp"
-        tmp.write_text(json.dumps({"key": key, "options": options}, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, cdir / "context.json")
-    except OSError as exc:
-        raise QuietError(f"cannot prepare the context directory {cdir}: {exc}", 3) from None
+    sweep(exec_base(), keep=cdir.name)
 
-    with lock(cdir / LOCK_NAME):
+    with _locked_context(cdir, key, options):
         daemon_pid = _ensure_daemon(cdir, options, opts, start_mount)
         r, w = os.pipe()
         go_r, go_w = os.pipe()
@@ -227,7 +280,7 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str], start_mount: StartMount) 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the clean-up below is short: let it finish
 
-    with lock(cdir / LOCK_NAME):
+    with lock(cdir / LOCK_NAME) as fd:
         # a process the command left behind keeps the view (and the context) alive
         if not (ns and ns in namespaces_in_use()):
             with contextlib.suppress(OSError):
@@ -243,7 +296,36 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str], start_mount: StartMount) 
                 deadline = time.monotonic() + 10
                 while daemon_pid and proc_start(daemon_pid) is not None and time.monotonic() < deadline:
                     time.sleep(0.02)
+                if _still_linked(fd, cdir / LOCK_NAME) and _unused(cdir):
+                    shutil.rmtree(cdir, ignore_errors=True)
     return _exit_status(status)
+
+
+@contextlib.contextmanager
+def _locked_context(cdir: Path, key: str, options: dict):
+    """The context directory made (or found) and its lock held, whatever a concurrent `sweep` did."""
+    while True:
+        try:
+            (cdir / "mnt").mkdir(parents=True, exist_ok=True)
+            (cdir / "users").mkdir(exist_ok=True)
+            os.chmod(cdir, 0o700 if os.geteuid() != 0 else 0o755)
+            tmp = cdir / f"context.json.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps({"key": key, "options": options}, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, cdir / "context.json")
+        except OSError as exc:
+            raise QuietError(f"cannot prepare the context directory {cdir}: {exc}", 3) from None
+        try:
+            fd = os.open(cdir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue  # removed by a sweep meanwhile: make it again
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _still_linked(fd, cdir / LOCK_NAME):
+                yield
+                return
+        finally:
+            os.close(fd)
+        # removed by a sweep while we waited for its lock: make it again
 
 
 def exec_contexts() -> list[dict]:

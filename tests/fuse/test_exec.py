@@ -30,7 +30,7 @@ from mount_tools import _namespace
 from prodfs.resolution import Context, create_snapshot
 from pvc_client import PVCClient
 from tests.support.helpers import Publisher
-from tests.support.mount import PRODFS, wait_for
+from tests.support.mount import BAD_LOG, PRODFS, wait_for
 from tests.support.service import running_service
 
 MODEL, SHOT = "exec-model", "exec-shot"
@@ -119,6 +119,10 @@ def ex(tmp_path_factory):
             yield env
             # a daemon whose users all died unmounts itself within a second or two
             wait_for(lambda: env.exec_mounts() == [], timeout=10)
+            logs = {p.name: p.read_text(errors="replace") for p in (env.cache / "log").glob("exec-*.log")}
+            assert logs, "the context daemons logged nothing"
+            bad = {name: BAD_LOG.findall(text) for name, text in logs.items() if BAD_LOG.search(text)}
+            assert not bad, f"context daemon logs have unexpected errors: {bad}"
         finally:
             for m in env.exec_mounts():
                 subprocess.run(["umount", "-l", m], capture_output=True)
@@ -212,8 +216,36 @@ def test_a_killed_wrapper_leaves_no_mount_behind(ex):
     finally:
         if proc.poll() is None:
             proc.kill()
-    logs = [p.read_text() for p in ex.base.glob("*/daemon.log")]
+    logs = [p.read_text() for p in (ex.cache / "log").glob("exec-*.log")]
     assert any("no process uses this context any more: unmounting" in log for log in logs)
+    # the killed wrapper's context directory stays until the next prodfs exec sweeps it
+    assert [d.name for d in ex.base.iterdir()] != []
+    # (the daemon holds the lock until it has exited: a sweep just before that leaves it for the next)
+    wait_for(lambda: ex.run("--snapshot", ex.snaps["A"], cmd=["true"]).returncode == 0
+             and list(ex.base.iterdir()) == [], timeout=10)
+
+
+def test_a_context_directory_in_use_is_kept_and_an_unused_one_removed(ex):
+    from mount_tools._exec import sweep
+
+    proc = ex.popen("--snapshot", ex.snaps["A"], cmd=["sh", "-c", "echo up; exec sleep 60"], start_new_session=True)
+    stale = ex.base / "0123456789abcdef"
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        (stale / "users").mkdir(parents=True)
+        (stale / "mnt").mkdir()
+        (stale / "context.json").write_text("{}")
+        (stale / "users" / "1-2.json").write_text(json.dumps({"wrapper_pid": 1, "wrapper_start": -1,
+                                                             "child_pid": 2, "child_start": -1}))
+        in_use = [d.name for d in ex.base.iterdir() if d != stale]
+        assert sweep(ex.base) == [stale.name]
+        assert [d.name for d in ex.base.iterdir()] == in_use
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    wait_for(lambda: ex.exec_mounts() == [], timeout=10)
+    wait_for(lambda: sweep(ex.base), timeout=10)  # once the daemon has exited and let go of the lock
+    assert list(ex.base.iterdir()) == []
 
 
 @pytest.mark.parametrize("context, message", [
