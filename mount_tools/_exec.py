@@ -213,6 +213,20 @@ def _read_line(fd: int) -> str:
     return data.decode(errors="replace").strip()
 
 
+def _in_terminal_foreground() -> bool:
+    """True when this process group is the foreground group of its controlling terminal."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no controlling terminal: nothing else delivers the signal
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _exit_status(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -271,6 +285,9 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str], start_mount: StartMount) 
         os.close(go_w)
 
     def forward(sig: int, _frame: object) -> None:
+        # a Ctrl-C on the terminal reaches the whole foreground group, CMD included: once is enough
+        if sig == signal.SIGINT and _in_terminal_foreground():
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import shutil
@@ -385,3 +386,43 @@ def test_an_unprivileged_user_gets_a_view_where_the_machine_allows_it(ex):
         wait_for(lambda: not any(str(base) in line for line in open("/proc/self/mountinfo")), timeout=10)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+COUNT_SIGINT = """
+import signal, sys, time
+got = []
+signal.signal(signal.SIGINT, lambda *a: got.append(1))
+print("ready", flush=True)
+deadline = time.monotonic() + 1.5
+while time.monotonic() < deadline:
+    time.sleep(0.05)
+print("sigints", len(got), flush=True)
+"""
+
+
+def test_ctrl_c_on_the_terminal_reaches_the_command_once(ex):
+    import pty
+
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session on the pseudo-terminal, prodfs exec in its foreground
+        os.execvpe(PRODFS[0], ex.argv("--snapshot", ex.snaps["A"], cmd=[sys.executable, "-c", COUNT_SIGINT]),
+                   ex.env)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in shown and time.monotonic() < deadline:
+            shown += os.read(master, 4096)
+        os.write(master, b"\x03")  # Ctrl-C: the terminal signals its foreground group
+        while re.search(rb"sigints \d+\r?\n", shown) is None:
+            chunk = os.read(master, 4096)
+            if not chunk:
+                break
+            shown += chunk
+    except OSError:
+        pass  # EIO: the terminal's last writer is gone
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(master)
+    text = shown.decode(errors="replace")
+    assert "sigints 1" in text, text
+    assert os.waitstatus_to_exitcode(status) == 0
