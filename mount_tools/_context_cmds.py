@@ -12,7 +12,7 @@ import trio
 from pvc_client import PVCClient, PVCError, parse_time, to_micros
 
 from ._mounts import QuietError, get_control_xattr, read_control
-from ._output import answer
+from ._output import add_command, answer
 
 __all__ = ["cmd_snapshot", "cmd_prefetch", "cmd_diff", "add_parsers"]
 
@@ -108,21 +108,15 @@ def cmd_diff(opts: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("snapshot", help="freeze a mount's resolution in PVC; prints the snapshot ID")
-    s.set_defaults(run=cmd_snapshot)
-    s.add_argument("mountpoint")
-    s.add_argument("--json", action="store_true")
-    p = sub.add_parser("prefetch", help="fill the local cache with every payload of a snapshot")
-    p.set_defaults(run=cmd_prefetch)
+    add_command(sub, "snapshot", "freeze a mount's resolution in PVC; prints the snapshot ID", cmd_snapshot
+                ).add_argument("mountpoint")
+    p = add_command(sub, "prefetch", "fill the local cache with every payload of a snapshot", cmd_prefetch)
     p.add_argument("mountpoint", nargs="?")
     p.add_argument("--snapshot", metavar="ID")
     p.add_argument("--pvc", metavar="URL")
     p.add_argument("--cache-dir", type=Path)
-    p.add_argument("--json", action="store_true")
-    d = sub.add_parser("diff", help="preview which products would change version")
-    d.set_defaults(run=cmd_diff)
+    d = add_command(sub, "diff", "preview which products would change version", cmd_diff)
     d.add_argument("mountpoint")
     d.add_argument("--pin", metavar="T")
     d.add_argument("--strategy", metavar="S")
     d.add_argument("--workspace", metavar="W")
-    d.add_argument("--json", action="store_true")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["answer", "print_json"]
+__all__ = ["add_command", "answer", "print_json"]
 
 T = TypeVar("T")
 
@@ -25,3 +25,13 @@ def answer(opts: argparse.Namespace, doc: T, human: Callable[[T], object]) -> in
     else:
         human(doc)
     return 0
+
+
+def add_command(sub: Any, name: str, help: str, run: Callable[[argparse.Namespace], int], *,
+                json: bool = True) -> argparse.ArgumentParser:
+    """A ``prodfs`` subcommand that runs ``run(opts)``; with ``json``, its ``--json`` option (see `answer`)."""
+    parser = sub.add_parser(name, help=help)
+    parser.set_defaults(run=run)
+    if json:
+        parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser

@@ -38,7 +38,7 @@ from ._mounts import (
     read_control,
     unmount,
 )
-from ._output import answer
+from ._output import add_command, answer
 
 __all__ = ["main"]
 
@@ -262,26 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     # each command names its function (`run`); `mount` also gets the raw arguments, for the daemon
     add_mount_options(sub.add_parser("mount", help="mount the PRI namespace"))
-    u = sub.add_parser("umount", help="unmount (also a dead mount)")
-    u.set_defaults(run=cmd_umount)
+    u = add_command(sub, "umount", "unmount (also a dead mount)", cmd_umount, json=False)
     u.add_argument("mountpoint")
     u.add_argument("--lazy", action="store_true", help="detach now, finish when no longer busy")
-    s = sub.add_parser("status", help="show mounts, contexts, cache use and health")
-    s.set_defaults(run=cmd_status)
-    s.add_argument("mountpoint", nargs="?")
-    s.add_argument("--json", action="store_true")
-    w = sub.add_parser("why", help="explain what a path resolves to, and why")
-    w.set_defaults(run=cmd_why)
-    w.add_argument("path")
-    w.add_argument("--json", action="store_true")
-    c = sub.add_parser("conflicts", help="list the diamonds of a mount's resolution")
-    c.set_defaults(run=cmd_conflicts)
-    c.add_argument("mountpoint")
-    c.add_argument("--json", action="store_true")
-    f = sub.add_parser("fsck", help="hash every cached payload again and remove the corrupt ones")
-    f.set_defaults(run=cmd_fsck)
-    f.add_argument("--cache-dir", type=Path, default=None, help=f"the cache to check (default: {default_cache_dir()})")
-    f.add_argument("--json", action="store_true")
+    add_command(sub, "status", "show mounts, contexts, cache use and health", cmd_status
+                ).add_argument("mountpoint", nargs="?")
+    add_command(sub, "why", "explain what a path resolves to, and why", cmd_why).add_argument("path")
+    add_command(sub, "conflicts", "list the diamonds of a mount's resolution", cmd_conflicts
+                ).add_argument("mountpoint")
+    add_command(sub, "fsck", "hash every cached payload again and remove the corrupt ones", cmd_fsck
+                ).add_argument("--cache-dir", type=Path, default=None,
+                               help=f"the cache to check (default: {default_cache_dir()})")
     add_parsers(sub)
     add_exec_parser(sub, _mount_from_args)
     return p
