@@ -27,7 +27,7 @@ from ..kernel import (
 )
 from ..resolution import Context, Graph, create_snapshot, load_graph
 from ..stats import Stats, prometheus_text
-from ..storage import BlobCache, SavedContexts, VersionStore
+from ..storage import BlobCache, SavedContexts, VersionStore, pin_key, snapshot_key
 from . import _sdnotify
 from .fs import LONG, Operations
 from .namespace import ROOT, Namespace
@@ -111,10 +111,10 @@ class Daemon:
         """The key of what this mount loads, if that never changes (offline starts)."""
         o = self.opts
         if o.snapshot:
-            return f"snapshot:{o.snapshot}"
+            return snapshot_key(o.snapshot)
         if o.workspace or not o.pin or o.pin in ("none", "now") or o.pin.startswith("-"):
             return None  # live, or a relative pin: what it loads differs every time
-        return f"pin:{self._cli_context().pin_us}"
+        return pin_key(self._cli_context().pin_us)
 
     async def _load_online(self) -> tuple[dict | None, Context, dict]:
         o = self.opts

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from .blob_cache import EMPTY_SHA256, BlobCache, CheckReport, CorruptBlob, check_cache, fetch_ahead_plan
 from .ledger import Ledger, Signature, fsignature_of, signature_of
-from .offline import SavedContexts
+from .offline import SavedContexts, pin_key, snapshot_key
 from .prefetch import prefetch
 from .versions import VersionStore, VersionTree
 
 __all__ = [
     "EMPTY_SHA256", "BlobCache", "CheckReport", "CorruptBlob", "check_cache", "fetch_ahead_plan",
     "Ledger", "Signature", "fsignature_of", "signature_of",
-    "SavedContexts", "prefetch", "VersionStore", "VersionTree",
+    "SavedContexts", "pin_key", "snapshot_key", "prefetch", "VersionStore", "VersionTree",
 ]

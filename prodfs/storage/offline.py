@@ -6,6 +6,8 @@ Render nodes must be able to remount while the service is away, so every such
 mount saves what it loaded under ``CACHE/contexts/`` and, when PVC cannot be
 reached at mount time, starts from the saved copy instead (degraded). Version
 manifests and payloads are already cached under ``CACHE/`` by content.
+``prodfs prefetch`` saves a snapshot's context the same way, so a node
+prepared by it alone can start the snapshot offline.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SavedContexts"]
+__all__ = ["SavedContexts", "snapshot_key", "pin_key"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+
+
+def snapshot_key(snapshot_id: str) -> str:
+    """The key of a snapshot's context (its record and the index as of its pin)."""
+    return f"snapshot:{snapshot_id}"
+
+
+def pin_key(pin_us: int) -> str:
+    """The key of an ad hoc context pinned to an absolute time (the index as of the pin)."""
+    return f"pin:{pin_us}"
 
 
 class SavedContexts:

@@ -1,7 +1,9 @@
 """Filling a cache ahead of a job: every manifest and payload of a snapshot's choices.
 
 A render node prefetches before its job starts, so that the job's mounts find
-everything local (and can start offline). Small payloads come a pack at a time.
+everything local and can start offline: the snapshot's context (its record and
+the index as of its pin) is saved as a mount of it saves it. Small payloads
+come a pack at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pvc_client import PACK_BLOB_LIMIT, PVCClient, plan_packs
 
 from ..resolution import Graph
 from .blob_cache import BlobCache
+from .offline import SavedContexts, snapshot_key
 from .versions import VersionStore, VersionTree
 
 __all__ = ["prefetch"]
@@ -32,7 +35,10 @@ async def prefetch(
     Returns what was done: versions, files, bytes needed, bytes fetched.
     """
     record = snapshot["record"]
-    graph = Graph.from_json(await client.index(as_of=record["context"]["pin"]))
+    index = await client.index(as_of=record["context"]["pin"])
+    graph = Graph.from_json(index)
+    saved = SavedContexts(cache_dir)
+    await trio.to_thread.run_sync(saved.save, snapshot_key(snapshot["id"]), {"snapshot": snapshot, "index": index})
     versions = VersionStore(client.get_version, cache_dir)
     blobs = BlobCache(cache_dir, client.download_blob, download_pack=client.download_pack)
     trees: list[VersionTree] = []
