@@ -1,11 +1,12 @@
 """Commands of ``pvc`` that the layers above the client provide.
 
 The client is the bottom layer: the service and the daemon import it, never
-the reverse. Two ``pvc`` commands need code that lives above it, so each is
+the reverse. Three ``pvc`` commands need code that lives above it, so each is
 an entry point of the group ``pvc.plugins`` (in pyproject.toml), looked up
 when the command runs:
 
 - ``serve``: ``argv -> exit status``, the service (`pvc_service.server.main`);
+- ``import``: ``argv -> exit status``, the bulk loader (`pvc_service._import.main`);
 - ``snapshot-of-workspace``: ``async (client, workspace name) -> snapshot``,
   which needs the resolver (`prodfs.resolution.snapshot_workspace`).
 """

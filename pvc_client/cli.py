@@ -96,6 +96,23 @@ def serve(
     return int(serve_main(argv) or 0)
 
 
+@app.command("import", epilog=EPILOG)
+def import_history(
+    file: Annotated[str, typer.Argument(metavar="FILE.jsonl", help="One publish a line; - reads stdin.", show_default=False)],
+    data: Annotated[Path, typer.Option("--data", metavar="DIR", help="Data directory (blobs, SQLite).")],
+    db: Annotated[str | None, typer.Option("--db", metavar="URL", help="Database URL (default: SQLite in DIR).")] = None,
+    allow_missing_blobs: Annotated[bool, typer.Option("--allow-missing-blobs", help="Accept manifests naming blobs the store lacks (benchmarks).")] = False,
+) -> int:
+    """Import a JSON-lines history straight into a store's database, in one transaction."""
+    import_main = plugin("import", needs="the PVC service")
+    argv = [file, "--data", str(data)]
+    if db is not None:
+        argv += ["--db", db]
+    if allow_missing_blobs:
+        argv.append("--allow-missing-blobs")
+    return int(import_main(argv) or 0)
+
+
 # -- publishing ----------------------------------------------------------------------------
 
 
