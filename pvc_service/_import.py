@@ -64,6 +64,15 @@ BATCH = 20_000  # versions per executemany batch
 # the limits of a publish body (pvc_service._models.PublishBody)
 _TEXT, _MESSAGE, _LIST, _LABELS = 256, 64 * 1024, 100_000, 1000
 _TABLES = (products, product_names, versions, dependencies, label_moves, events)  # foreign keys first
+_COLUMNS = {
+    "products": ("id", "created_us"),
+    "product_names": ("id", "product_id", "name", "began_us"),
+    "versions": ("id", "product_id", "number", "created_us", "author", "message", "manifest"),
+    "dependencies": ("id", "version_id", "position", "dep_product_id", "dep_number"),
+    "label_moves": ("id", "product_id", "label", "number", "moved_us", "author"),
+    "events": ("id", "time_us", "kind", "pri", "data"),
+}
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # as CompactJSON stores it
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 7
 
 
@@ -125,8 +134,16 @@ class _Importer:
         self.now = now_us()
         self.by_name: dict[str, _Product] = {}
         self.by_id: dict[int, _Product] = {}
+        # every name ever given in the store, at once: one query instead of one a line
+        self.store_names: dict[str, int] = dict(conn.execute(select(product_names.c.name,
+                                                                    product_names.c.product_id)).all())
         self.next_id = {t.name: self._max_id(t) + 1 for t in _TABLES}
-        self.rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in _TABLES}
+        self.rows: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in _TABLES}
+        mark = "?" if conn.dialect.paramstyle in ("qmark", "numeric") else "%s"
+        # plain executemany of tuples: SQLAlchemy's per-row parameter processing would cost
+        # more than the database's work (JSON columns are encoded as CompactJSON would)
+        self.sql = {name: f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+                    for name, cols in _COLUMNS.items()}
         self.written = {t.name: False for t in _TABLES}
         self.pending_versions = 0
         self.blobs_ok: dict[str, int] = {}  # sha256 -> size, checked against the store
@@ -164,7 +181,7 @@ class _Importer:
         p = self.by_name.get(name)
         if p is None:
             # any name ever given: a publish to an alias goes to its product
-            pid = self.conn.execute(select(product_names.c.product_id).where(product_names.c.name == name)).scalar()
+            pid = self.store_names.get(name)
             if pid is not None:
                 p = self.by_name[name] = self._load(int(pid))
         return p
@@ -181,32 +198,36 @@ class _Importer:
         return self._load(found.id)
 
     def _dependency_number(self, n: int, ref_text: str, p: _Product, selector: str, at: int) -> int:
-        missing = _refuse(n, f"dependency {ref_text} does not exist as of {iso(at)}")
         if selector.isdigit():
             number = int(selector)
             if number > p.last:
-                raise missing
+                raise self._missing(n, ref_text, at)
             if number > p.store_last:
                 if p.created[number - p.store_last - 1] > at:
-                    raise missing
+                    raise self._missing(n, ref_text, at)
                 return number
         elif selector == LATEST:
             k = bisect.bisect_right(p.created, at)
             if k:
                 return p.store_last + k
         else:
-            times, numbers = p.moves.get(selector, ((), ()))
-            k = bisect.bisect_right(times, at)  # type: ignore[arg-type]
-            if k:
-                return numbers[k - 1]
+            moves = p.moves.get(selector)
+            if moves is not None:
+                k = bisect.bisect_right(moves[0], at)
+                if k:
+                    return moves[1][k - 1]
         if not p.in_store:
-            raise missing
+            raise self._missing(n, ref_text, at)
         try:
             return find_version(self.conn, p.ref, selector, at)
         except ServiceError as error:
             if error.code != "not_found":
                 raise _refuse(n, f"dependency {ref_text}: {error.message}") from None
-            raise missing from None
+            raise self._missing(n, ref_text, at) from None
+
+    @staticmethod
+    def _missing(n: int, ref_text: str, at: int) -> ImportRefused:
+        return _refuse(n, f"dependency {ref_text} does not exist as of {iso(at)}")
 
     # -- one line ---------------------------------------------------------------------------
 
@@ -275,26 +296,22 @@ class _Importer:
         if p is None:
             p = _Product(self._take_id(products), name, at)
             self.by_name[name] = self.by_id[p.id] = p
-            self.rows["products"].append({"id": p.id, "created_us": at})
-            self.rows["product_names"].append({"id": self._take_id(product_names), "product_id": p.id,
-                                               "name": name, "began_us": at})
+            self.rows["products"].append((p.id, at))
+            self.rows["product_names"].append((self._take_id(product_names), p.id, name, at))
             self.report.new_products += 1
         number = p.last + 1
         p.created.append(at)
         p.newest = at
         version_id = self._take_id(versions)
-        self.rows["versions"].append({"id": version_id, "product_id": p.id, "number": number, "created_us": at,
-                                      "author": author, "message": message,
-                                      "manifest": [e.to_json() for e in entries]})
+        self.rows["versions"].append((version_id, p.id, number, at, author, message,
+                                      _compact([e.to_json() for e in entries])))
         for position, (target, dep_number) in enumerate(deps):
-            self.rows["dependencies"].append({"id": self._take_id(dependencies), "version_id": version_id,
-                                              "position": position, "dep_product_id": target.id,
-                                              "dep_number": dep_number})
+            self.rows["dependencies"].append((self._take_id(dependencies), version_id, position, target.id,
+                                              dep_number))
         self._event("publish", p.name, {"number": number, "created_at": iso(at),
                                         "dependencies": [f"{t.name}@{d}" for t, d in deps]})
         for label in labels:
-            self.rows["label_moves"].append({"id": self._take_id(label_moves), "product_id": p.id, "label": label,
-                                             "number": number, "moved_us": at, "author": author})
+            self.rows["label_moves"].append((self._take_id(label_moves), p.id, label, number, at, author))
             times, numbers = p.moves.setdefault(label, ([], []))
             times.append(at)
             numbers.append(number)
@@ -307,8 +324,7 @@ class _Importer:
             self.flush()
 
     def _event(self, kind: str, pri: str, data: dict[str, Any]) -> None:
-        self.rows["events"].append({"id": self._take_id(events), "time_us": self.now, "kind": kind, "pri": pri,
-                                    "data": data})
+        self.rows["events"].append((self._take_id(events), self.now, kind, pri, _compact(data)))
         self.report.events += 1
 
     def _want_blobs(self, n: int, entries: list[Any]) -> None:
@@ -350,7 +366,7 @@ class _Importer:
         for table in _TABLES:
             rows = self.rows[table.name]
             if rows:
-                self.conn.execute(table.insert(), rows)
+                self.conn.exec_driver_sql(self.sql[table.name], rows)
                 self.written[table.name] = True
                 rows.clear()
         self.pending_versions = 0
