@@ -211,11 +211,7 @@ class _Importer:
             if k:
                 return p.store_last + k
         else:
-            moves = p.moves.get(selector)
-            if moves is not None:
-                k = bisect.bisect_right(moves[0], at)
-                if k:
-                    return moves[1][k - 1]
+            return self._label_number(n, ref_text, p, selector, at)
         if not p.in_store:
             raise self._missing(n, ref_text, at)
         try:
@@ -224,6 +220,26 @@ class _Importer:
             if error.code != "not_found":
                 raise _refuse(n, f"dependency {ref_text}: {error.message}") from None
             raise self._missing(n, ref_text, at) from None
+
+    def _label_number(self, n: int, ref_text: str, p: _Product, label: str, at: int) -> int:
+        """The label's position as of ``at``: the newest move by time (then by id), of the store or the file."""
+        ours: tuple[int, int] | None = None
+        moves = p.moves.get(label)
+        if moves is not None:
+            k = bisect.bisect_right(moves[0], at)
+            if k:
+                ours = (moves[0][k - 1], moves[1][k - 1])
+        if p.in_store:
+            # a stored move (set by the API after a version of this file's time) can be newer
+            row = self.conn.execute(
+                select(label_moves.c.moved_us, label_moves.c.number)
+                .where(label_moves.c.product_id == p.id, label_moves.c.label == label, label_moves.c.moved_us <= at)
+                .order_by(label_moves.c.moved_us.desc(), label_moves.c.id.desc()).limit(1)).first()
+            if row is not None and (ours is None or row.moved_us > ours[0]):
+                ours = (row.moved_us, row.number)  # a number of None: the label was deleted
+        if ours is None or ours[1] is None:
+            raise self._missing(n, ref_text, at)
+        return ours[1]
 
     @staticmethod
     def _missing(n: int, ref_text: str, at: int) -> ImportRefused:

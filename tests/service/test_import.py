@@ -294,3 +294,26 @@ def test_import_100k_products(tmp_path: Path) -> None:
         for record in history(100_000, 3, files=2, seed=1):
             out.write(json.dumps(record) + "\n")
     assert _import_main([str(path), "--data", str(tmp_path / "d"), "--allow-missing-blobs"]) == 0
+
+
+@pytest.mark.anyio
+async def test_label_dependencies_see_stored_and_imported_moves(app: Any, api: httpx.AsyncClient) -> None:
+    """A label moved in the store after a version of the file wins from its move's time on."""
+    pri = "spies:asset:walter-model"
+    for at in ("2023-01-01T00:00:00Z", "2023-02-01T00:00:00Z"):
+        r = await api.post(f"/products/{pri}/versions", json={"manifest": [], "at": at, "labels": ["approved"]})
+        assert r.status_code == 201, r.text
+    r = await api.put(f"/products/{pri}/labels/approved", json={"version": 1})  # moved now
+    assert r.status_code == 200, r.text
+    lines = [
+        {"pri": pri, "created_at": "2023-03-01T00:00:00Z", "labels": ["approved"]},  # v3, approved at March
+        {"pri": "spies:100:10-anim", "created_at": "2023-04-01T00:00:00Z", "dependencies": [f"{pri}@approved"]},
+        {"pri": "spies:100:10-lgt", "dependencies": [f"{pri}@approved", "spies:100:10-anim"]},  # now
+    ]
+    report = _import.import_history(app.state.pvc.db, [json.dumps(x) for x in lines])
+    assert report.versions == 3 and report.new_products == 2
+    anim = (await api.get("/products/spies:100:10-anim/versions/1")).json()
+    lgt = (await api.get("/products/spies:100:10-lgt/versions/1")).json()
+    assert anim["dependencies"] == [f"{pri}@3"]
+    assert lgt["dependencies"] == [f"{pri}@1", "spies:100:10-anim@1"]
+    assert (await api.get(f"/products/{pri}/versions")).json()["versions"][-1]["number"] == 3
