@@ -275,12 +275,12 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str], start_mount: StartMount) 
             code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
             raise QuietError(said.removeprefix("error: ") or "the command's namespace could not be set up",
                              code if code == NAMESPACE_EXIT else 1)
+        ns = mount_namespace(pid)
         record = _write_record(users, {
             "wrapper_pid": os.getpid(), "wrapper_start": proc_start(os.getpid()),
-            "child_pid": pid, "child_start": proc_start(pid), "mnt_ns": mount_namespace(pid),
+            "child_pid": pid, "child_start": proc_start(pid), "mnt_ns": ns,
             "root": root, "command": cmd, "started": time.time(),
         })
-        ns = mount_namespace(pid)
         os.write(go_w, b"g")
         os.close(go_w)
 

@@ -1,4 +1,4 @@
-"""Progress of a transfer on a terminal: the one bar `pvc publish`, `pvc get` and `prodfs prefetch` show.
+"""Progress of a transfer on a terminal: the one bar `pvc publish`, `pvc get`, `pvc import` and `prodfs prefetch` show.
 
 Files, bytes, rate and time left on stderr while it is a terminal; nothing at
 all otherwise (scripts, CI, logs stay clean).
@@ -14,11 +14,12 @@ __all__ = ["transfer_progress"]
 
 
 @contextmanager
-def transfer_progress(description: str, *, enabled: bool | None = None
+def transfer_progress(description: str, *, enabled: bool | None = None, unit: str = "files"
                       ) -> Iterator[Callable[[int, int, int, int], None] | None]:
-    """Yield ``update(bytes_done, bytes_total, files_done, files_total)``, or None when not shown.
+    """Yield ``update(bytes_done, bytes_total, items_done, items_total)``, or None when not shown.
 
-    ``enabled`` None means: only when stderr is a terminal.
+    ``enabled`` None means: only when stderr is a terminal. Items are counted
+    in ``unit``; an ``items_total`` of 0 means not known (only the count shows).
     """
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -41,6 +42,7 @@ def transfer_progress(description: str, *, enabled: bool | None = None
         task = bar.add_task(description, total=None, files="")
 
         def update(done: int, total: int, files_done: int, files_total: int) -> None:
-            bar.update(task, completed=done, total=total, files=f"{files_done:,}/{files_total:,} files")
+            count = f"{files_done:,}/{files_total:,}" if files_total else f"{files_done:,}"
+            bar.update(task, completed=done, total=total, files=f"{count} {unit}")
 
         yield update

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pvc_client import LATEST, parse_label, parse_pri, parse_ref, parse_time, to_micros, validate_manifest
+from pvc_client import parse_label, parse_pri, parse_ref, parse_time, to_micros, validate_manifest
 from starlette.responses import Response
 
 from . import _catalog, _publish
 from ._auth import Principal, require
-from ._errors import Invalid
 from ._json import json_response
 from ._models import LabelBody, PublishBody, RenameBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
@@ -85,7 +84,7 @@ async def publish(request: Request, pri: str, body: PublishBody,
         name=parse_pri(pri).text,
         entries=validate_manifest(body.manifest),
         dependencies=[parse_ref(d) for d in body.dependencies],
-        labels=list(dict.fromkeys(_settable_label(label) for label in body.labels)),
+        labels=list(dict.fromkeys(_publish.settable_label(label) for label in body.labels)),
         message=body.message or "",
         author=who.author(body.author),
         at_us=None if body.at is None else to_micros(parse_time(body.at)),
@@ -102,13 +101,6 @@ async def publish(request: Request, pri: str, body: PublishBody,
     return json_response(await run_read(request, work), status=201)
 
 
-def _settable_label(text: str) -> str:
-    label = parse_label(text)
-    if label == LATEST:
-        raise Invalid("'latest' always means the newest version; it cannot be set")
-    return label
-
-
 @router.get("/products/{pri}/labels")
 async def get_labels(request: Request, pri: str, as_of: str | None = AsOf,
                      _: Principal = Depends(require("read"))) -> Response:
@@ -119,7 +111,7 @@ async def get_labels(request: Request, pri: str, as_of: str | None = AsOf,
 async def set_label(request: Request, pri: str, label: str, body: LabelBody,
                     who: Principal = Depends(require("publish"))) -> Response:
     name = parse_pri(pri).text
-    label = _settable_label(label)
+    label = _publish.settable_label(label)
     st = state(request)
     moved = await run_db(_publish.set_label, st.db, name, label, body.version, who.author(body.author))
     st.notifier.notify()
@@ -130,7 +122,7 @@ async def set_label(request: Request, pri: str, label: str, body: LabelBody,
 async def delete_label(request: Request, pri: str, label: str,
                        who: Principal = Depends(require("publish"))) -> Response:
     name = parse_pri(pri).text
-    label = _settable_label(label)
+    label = _publish.settable_label(label)
     st = state(request)
     await run_db(_publish.delete_label, st.db, name, label, who.author(None))
     st.notifier.notify()

@@ -35,18 +35,19 @@ from sqlalchemy import Connection, Table, exc, func, select, text
 from pvc_client import (
     LATEST,
     PVCError,
-    parse_label,
     parse_pri,
     parse_ref,
     parse_time,
     to_micros,
     validate_manifest,
 )
+from pvc_client.progress import transfer_progress
 
 from ._catalog import find_version, iso
 from ._db import Database, SchemaError, normalize_db_url
 from ._errors import ServiceError
 from ._names import Product, chunks, find_product, now_us, product_by_id
+from ._publish import settable_label
 from ._schema import (
     blobs,
     dependencies,
@@ -264,6 +265,8 @@ class _Importer:
             self._publish(n, obj)
         except PVCError as error:
             raise _refuse(n, str(error)) from None
+        except ServiceError as error:  # a rule the API applies too (settable labels)
+            raise _refuse(n, error.message) from None
 
     def _publish(self, n: int, obj: dict[str, Any]) -> None:
         if "pri" not in obj:
@@ -276,7 +279,7 @@ class _Importer:
             raise _refuse(n, "'manifest' must be a list of entries")
         entries = validate_manifest(manifest)
         refs = _strings(n, obj, "dependencies", _LIST)
-        labels = list(dict.fromkeys(_settable_label(n, label) for label in _strings(n, obj, "labels", _LABELS)))
+        labels = list(dict.fromkeys(settable_label(label) for label in _strings(n, obj, "labels", _LABELS)))
 
         p = self._own_product(name)
         last = 0 if p is None else p.last
@@ -421,13 +424,6 @@ def _strings(n: int, obj: dict[str, Any], key: str, limit: int) -> list[str]:
     return value
 
 
-def _settable_label(n: int, label: str) -> str:
-    parse_label(label)
-    if label == LATEST:
-        raise _refuse(n, "'latest' always means the newest version; it cannot be set")
-    return label
-
-
 def import_history(db: Database, lines: Iterable[str | bytes], *, allow_missing_blobs: bool = False,
                    batch: int = BATCH, progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import one publish per line, all in one write transaction; raises `ImportRefused` (nothing written)."""
@@ -497,10 +493,10 @@ def main(args: list[str] | None = None) -> int:
         db = Database(url)
         db.create_schema()
         counter = [0]
-        with _progress(total) as update:
+        with transfer_progress("importing", unit="lines") as update:
             report = import_history(db, _read(stream, counter), allow_missing_blobs=ns.allow_missing_blobs,
                                     batch=ns.batch,
-                                    progress=None if update is None else (lambda n: update(n, counter[0])))
+                                    progress=None if update is None else (lambda n: update(counter[0], total, n, 0)))
     except ImportRefused as refused:
         return _fail(f"{ns.file}: {refused}; nothing was imported", EXIT_REFUSED)
     except SchemaError as error:
@@ -516,40 +512,6 @@ def main(args: list[str] | None = None) -> int:
             db.dispose()
     print(f"{report.summary()} from {report.lines:,} lines")
     return EXIT_OK
-
-
-class _progress:
-    """``update(lines, bytes)`` drawn on stderr while it is a terminal (like `pvc publish`), else None."""
-
-    def __init__(self, total: int | None) -> None:
-        self.total = total
-        self.bar: Any = None
-
-    def __enter__(self) -> Callable[[int, int], None] | None:
-        if not sys.stderr.isatty():
-            return None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress("{task.description}", BarColumn(), TextColumn("{task.fields[lines]}"),
-                            DownloadColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task("importing", total=self.total, lines="")
-
-        def update(lines: int, done: int) -> None:
-            self.bar.update(task, completed=done, lines=f"{lines:,} lines")
-
-        return update
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc_info)
 
 
 if __name__ == "__main__":

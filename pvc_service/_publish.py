@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvc_client import LATEST, Entry, Ref
+from pvc_client import LATEST, Entry, Ref, parse_label
 from sqlalchemy import Connection, exc, func, select
 
 from ._catalog import find_version, iso
@@ -55,6 +55,14 @@ class Published:
     created_us: int
     # the time to answer as of, so that the answer shows the new version
     view_us: int
+
+
+def settable_label(text: str) -> str:
+    """A label a publish or a move may set: any valid label but ``latest``, which is always the newest."""
+    label = parse_label(text)
+    if label == LATEST:
+        raise Invalid("'latest' always means the newest version; it cannot be set")
+    return label
 
 
 def _retrying(db: Database, work: Any, *args: Any) -> Any:
