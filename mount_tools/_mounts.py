@@ -10,7 +10,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-__all__ = ["prodfs_mounts", "is_dead", "force_unmount", "unmount", "read_control", "find_mount_of", "QuietError"]
+__all__ = ["prodfs_mounts", "is_dead", "force_unmount", "unmount", "read_control", "find_mount_of", "QuietError",
+           "with_timeout"]
 
 FSTYPE = "fuse.prodfs"
 
@@ -67,7 +68,7 @@ def force_unmount(path: str) -> None:
     unmount(path, lazy=True)
 
 
-def _with_timeout(fn, timeout: float):
+def with_timeout(fn, timeout: float):
     result: list = []
 
     def target() -> None:
@@ -90,12 +91,12 @@ def _with_timeout(fn, timeout: float):
 def read_control(mountpoint: str, name: str, timeout: float = 5.0) -> dict:
     """Read ``.prodfs/<name>`` of a mount, never hanging on a stuck mount."""
     path = Path(mountpoint, ".prodfs", name)
-    return _with_timeout(lambda: json.loads(path.read_bytes()), timeout)
+    return with_timeout(lambda: json.loads(path.read_bytes()), timeout)
 
 
 def get_control_xattr(mountpoint: str, attr: str, timeout: float = 15.0) -> dict:
     path = os.path.join(mountpoint, ".prodfs")
-    return _with_timeout(lambda: json.loads(os.getxattr(path, attr)), timeout)
+    return with_timeout(lambda: json.loads(os.getxattr(path, attr)), timeout)
 
 
 def find_mount_of(path: str) -> tuple[str, str]:

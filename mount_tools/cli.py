@@ -9,6 +9,7 @@ Exit codes:
   5  not a ProdFS mount / nothing to report
   6  fsck found corrupt payloads in the cache (they were removed, and are refetched when next read)
   7  exec: cannot make a mount namespace (not permitted, or user namespaces disabled)
+  8  publish: refused or failed (not an output, service down, a conflict); the output's tree is kept
   exec otherwise exits with its command's status (128+N if it died of signal N; 127: command not found)
 """
 
@@ -39,6 +40,7 @@ from ._mounts import (
     unmount,
 )
 from ._output import add_command, answer
+from ._publish_cmd import add_parser as add_publish_parser
 
 __all__ = ["main"]
 
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                 ).add_argument("--cache-dir", type=Path, default=None,
                                help=f"the cache to check (default: {default_cache_dir()})")
     add_parsers(sub)
+    add_publish_parser(sub)
     add_exec_parser(sub, _mount_from_args)
     return p
 

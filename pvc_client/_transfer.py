@@ -19,7 +19,7 @@ import shutil
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import trio
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._args import JSON, Progress, TimeArg
     from ._pack import Source
 
-__all__ = ["Store", "publish_directory", "materialize"]
+__all__ = ["Store", "publish_directory", "publish_manifest", "materialize"]
 
 
 class Store(Protocol):
@@ -101,14 +101,9 @@ async def publish_directory(
     author: str | None,
     at: TimeArg,
     progress: Progress | None,
+    **extra: Any,
 ) -> JSON:
-    # Everything that can be refused locally is refused before any byte is uploaded.
-    parse_pri(str(pri))
-    for dep in dependencies:
-        exact_ref(dep, "dependency")
-    for label in labels:
-        check_label(label, settable=True)
-    as_time(at)
+    _check_publish(pri, dependencies, labels, at)  # before the scan: a typo costs nothing
     root = Path(directory)
     scanned: list[tuple[Entry, Path | None]] = await trio.to_thread.run_sync(
         lambda: list(scan_directory(root))
@@ -118,6 +113,40 @@ async def publish_directory(
     for entry, local in scanned:
         if local is not None and entry.sha256 is not None:
             sources.setdefault(entry.sha256, (local, entry.size))
+    return await publish_manifest(client, pri, manifest, sources, dependencies=dependencies, labels=labels,
+                                  message=message, author=author, at=at, progress=progress, **extra)
+
+
+def _check_publish(pri: str, dependencies: Sequence[str], labels: Sequence[str], at: TimeArg) -> None:
+    # Everything that can be refused locally is refused before any byte is uploaded.
+    parse_pri(str(pri))
+    for dep in dependencies:
+        exact_ref(dep, "dependency")
+    for label in labels:
+        check_label(label, settable=True)
+    as_time(at)
+
+
+async def publish_manifest(
+    client: Store,
+    pri: str,
+    manifest: list[JSON],
+    sources: dict[str, tuple[Path, int]],
+    *,
+    dependencies: Sequence[str],
+    labels: Sequence[str] = (),
+    message: str = "",
+    author: str | None = None,
+    at: TimeArg = None,
+    progress: Progress | None = None,
+    **extra: Any,
+) -> JSON:
+    """Upload the blobs of ``sources`` (sha -> (file, size)) the store lacks, then publish ``manifest``.
+
+    The files are read again as they are sent: a file changed since it was
+    hashed is refused by the store, and nothing is published.
+    """
+    _check_publish(pri, dependencies, labels, at)
     missing = await client.missing_blobs(list(sources))
     meter = _Meter(sum(sources[sha][1] for sha in missing), len(missing), progress)
     meter.add(0)  # the totals, from the start
@@ -144,7 +173,7 @@ async def publish_directory(
     jobs = [upload_pack(pack) for pack in plan_packs(small)] + [upload(sha) for sha, _ in large]
     await _run_all(jobs, client.TRANSFER_CONCURRENCY)
     return await client.publish(
-        pri, manifest, dependencies=dependencies, labels=labels, message=message, author=author, at=at
+        pri, manifest, dependencies=dependencies, labels=labels, message=message, author=author, at=at, **extra
     )
 
 

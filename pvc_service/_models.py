@@ -61,6 +61,7 @@ class WorkspaceBody(_Body):
     pin: str | None = Field(None, max_length=_TEXT)
     prefer: list[str] = Field(default_factory=list, max_length=1000)
     overrides: list[str] = Field(default_factory=list, max_length=_LIST)
+    outputs: list[str] = Field(default_factory=list, max_length=_LIST)
     author: str | None = Field(None, max_length=_TEXT)
 
 

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from pvc_client import format_time, parse_label, parse_ref, parse_time
+from pvc_client import format_time, parse_label, parse_pri, parse_ref, parse_time
 from sqlalchemy import Connection, Select, func, select
 
 from ._catalog import iso
@@ -53,6 +53,7 @@ def normalize_spec(body: WorkspaceBody) -> dict[str, Any]:
         "pin": None if body.pin is None else format_time(parse_time(body.pin)),
         "prefer": [parse_label(p) for p in body.prefer],
         "overrides": overrides,
+        "outputs": list(dict.fromkeys(str(parse_pri(p)) for p in body.outputs)),
     }
 
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libfuse3-dev fuse3 pkg-config attr python3-venv python3-dev gcc
-              postgresql bindfs squashfuse squashfs-tools)
+              postgresql bindfs squashfuse squashfs-tools rsync)
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi

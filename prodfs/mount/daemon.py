@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import pwd
 import resource
 import signal
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, to_micros
+from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, publish_manifest, to_micros
 
 from ..kernel import (
     FastLookups, FastReads, Passthrough, pyfuse3, raise_readahead, why_zero_open_unavailable, zero_open_sessions,
@@ -31,6 +32,7 @@ from ..storage import BlobCache, SavedContexts, VersionStore, pin_key, snapshot_
 from . import _sdnotify
 from .fs import LONG, Operations
 from .namespace import ROOT, Namespace
+from .outputs import Outputs, PublishRefused
 from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
 from .state import MountState
 from .users import LOCK_NAME, live_records, read_records, try_lock
@@ -82,6 +84,14 @@ class Daemon:
         self._invalidate: trio.MemorySendChannel | None = None
         self._last_snapshot: tuple | None = None
         self._unused_lock: int | None = None  # held from the decision to unmount until the process ends
+        self.scratch_dir = Path(opts.scratch) if opts.scratch else self.cache_dir / "scratch"
+        self.outputs: Outputs
+        self._published: dict[str, tuple[float, dict]] = {}  # publish token -> (when, answer)
+
+    @property
+    def writable(self) -> bool:
+        """A workspace mount: its outputs (now or after a change of the workspace) are writable."""
+        return bool(self.opts.workspace) and not self.opts.snapshot
 
     async def _fetch_version(self, pri: str, number: int) -> dict:
         return await self.client.get_version(pri, number)
@@ -146,10 +156,17 @@ class Daemon:
         graph = Graph.from_json(index)
         self.state = MountState(context, graph, snapshot=snapshot["record"] if snapshot else None)
         self.namespace = Namespace(self.state, self.versions)
+        self.outputs = Outputs(self.scratch_dir, self.state, self._base_entries)
+        self.outputs.set_workspace(self.workspace)
+        self.namespace.on_use = self.outputs.served
         # Names in a snapshot, or an ad hoc pinned context, never change.
         fixed = snapshot is not None or (context.pin_us is not None and not o.workspace)
         self.root_timeout = LONG if fixed else o.live_timeout
         log.info("context: %s; %d products", context.describe(), len(graph))
+
+    async def _base_entries(self, view) -> list:
+        tree = await self.versions.get(view.pri, view.number, view.product_id, view.created_us)
+        return list(tree.paths.values())
 
     async def _load_graph(self, context: Context) -> Graph:
         return await load_graph(self.client, context)
@@ -168,6 +185,7 @@ class Daemon:
                 "cursor": state.graph.cursor,
                 "cache_dir": str(self.cache_dir),
                 "products": len(state.graph),
+                "outputs": self._outputs_status(),
             }
         elif name == "resolved.json":
             doc = {"context": state.context.to_json(), "resolved": sorted(state.resolved.values(), key=lambda r: r["name"])}
@@ -181,6 +199,67 @@ class Daemon:
         else:
             doc = {}
         return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+    def _outputs_status(self) -> list[dict]:
+        opened = {o.pri: o for o in self.outputs.opened()}
+        out = []
+        for pri in self.outputs.declared:
+            o = opened.get(pri)
+            doc: dict = {"pri": pri, "started": o is not None}
+            if o is not None:
+                doc.update(scratch=str(o.tree.path), base=o.tree.info().get("base"),
+                           dependencies=self.outputs.dependencies(o))
+            elif self.outputs.busy_reason(pri):
+                doc["read_only"] = self.outputs.busy_reason(pri)
+            out.append(doc)
+        return out
+
+    # -- publishing outputs ----------------------------------------------------
+    async def publish_output(self, token: str, request: bytes, uid: int) -> None:
+        """``prodfs publish``: the output's tree becomes a new version (docs/outputs.md).
+
+        The answer (or why it failed, the tree untouched) is kept under
+        ``token`` for `publish_result`; the request itself never fails here.
+        """
+        try:
+            doc = await self._publish(json.loads(request), uid)
+        except (PublishRefused, PVCError) as exc:
+            log.warning("publish refused: %s", exc)
+            doc = {"error": str(exc), "code": getattr(exc, "code", None) or "refused"}
+        except (ValueError, KeyError, TypeError) as exc:
+            doc = {"error": f"a malformed publish request: {exc!r}", "code": "invalid_input"}
+        now = time.monotonic()
+        self._published = {k: v for k, v in self._published.items() if now - v[0] < 300}
+        self._published[token] = (now, doc)
+
+    def publish_result(self, token: str) -> dict:
+        found = self._published.get(token)
+        return found[1] if found else {"error": f"no publish {token!r} here", "code": "not_found"}
+
+    async def _publish(self, req: dict, uid: int) -> dict:
+        name = str(req["name"])
+        pri = self.outputs.output_name(name)
+        if pri is None:
+            declared = ", ".join(self.outputs.declared) or "none"
+            raise PublishRefused(f"{name} is not an output of this mount's workspace (outputs: {declared})")
+        out = await self.outputs.open(pri)
+        if out is None:
+            raise PublishRefused(f"{pri}: {self.outputs.busy_reason(pri)}")
+        async with out.lock:  # writes wait: what is hashed is what is published
+            manifest, sources = await self.outputs.manifest(out)
+            deps = self.outputs.dependencies(out)
+            base = out.tree.info().get("base")
+            doc: dict = {"pri": pri, "base": base, "dependencies": deps, "entries": len(manifest),
+                         "workspace": self.outputs.origin(), "files_to_upload": len(sources)}
+            if req.get("dry_run"):
+                return {**doc, "dry_run": True}
+            version = await publish_manifest(
+                self.client, pri, manifest, sources, dependencies=deps, labels=list(req.get("labels") or ()),
+                message=str(req.get("message") or ""), author=_user_name(uid))  # TODO-ORIGIN
+            out.tree.rebase(version["number"])
+        log.info("published %s@%s from the output tree (%d entries, %d dependencies)",
+                 pri, version["number"], len(manifest), len(deps))
+        return {**doc, "number": version["number"], "ref": f"{pri}@{version['number']}", "version": version}
 
     def explain(self, name: str) -> dict:
         """``prodfs why``: what a root name resolves to in this context, and why."""
@@ -341,7 +420,7 @@ class Daemon:
         self.workspace = ws
         log.info("workspace %s changed (revision %s): %s", ws["name"], ws.get("revision"), context.describe())
         before = {p.pri for p in self.state.graph}
-        changed = self.state.set_context(context, graph)
+        changed = self.state.set_context(context, graph) | self.outputs.set_workspace(ws)
         # a new pin can change every name: invalidate all we ever answered
         return changed | before | {p.pri for p in self.state.graph}
 
@@ -381,7 +460,9 @@ class Daemon:
         # which would stall requests for milliseconds at a time.
         gc.collect()
         gc.freeze()
-        options = {"fsname=prodfs", "subtype=prodfs", "ro", "default_permissions"}
+        options = {"fsname=prodfs", "subtype=prodfs", "default_permissions"}
+        if not self.writable:
+            options.add("ro")
         if self.opts.allow_other:
             options.add("allow_other")
         if self._passthrough_wanted:
@@ -512,6 +593,13 @@ class Daemon:
                 pyfuse3.terminate()
                 scope.cancel()
                 return
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
 
 
 def _ready(fd: int | None, mountpoint: str) -> None:

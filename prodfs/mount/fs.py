@@ -34,7 +34,9 @@ from pvc_client import PACK_BLOB_LIMIT, Entry, InvalidInput, NotFound, PVCError,
 from ..kernel import INODE_BIT, PASSTHROUGH_BIT, FastLookups, FastReads, Passthrough, pyfuse3
 from ..stats import Stats
 from ..storage import BlobCache, fetch_ahead_plan
+from ._fs_outputs import OutHandle, OutputOps
 from .control import ControlSnapshots, Snapshot
+from .outputs import Outputs
 from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_TOP, ROOT, FsError, Namespace, Node
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _SCRATCH = 1 << 20  # the largest read request libfuse 3 lets the kernel send
 WHY_XATTR = "user.prodfs.why."
 SNAPSHOT_XATTR = "user.prodfs.snapshot"
+PUBLISH_XATTR = "user.prodfs.publish."
 
 
 def to_errno(exc: BaseException) -> tuple[int, bool]:
@@ -113,6 +116,11 @@ class Core(Protocol):
     blobs: BlobCache
     io_limiter: trio.CapacityLimiter
     root_timeout: float
+    outputs: Outputs
+    writable: bool
+
+    async def publish_output(self, token: str, request: bytes, uid: int) -> None: ...
+    def publish_result(self, token: str) -> dict: ...
 
     def control_content(self, name: str) -> bytes: ...
     def explain(self, name: str) -> dict: ...
@@ -120,7 +128,7 @@ class Core(Protocol):
     def service_failed(self, exc: BaseException) -> None: ...
 
 
-class Operations(pyfuse3.Operations):
+class Operations(OutputOps, pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
@@ -129,6 +137,8 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.daemon = daemon
         self.ns = daemon.namespace
+        self.outputs = daemon.outputs
+        self.blobs = daemon.blobs
         self.stats = daemon.stats
         self._handles: dict[int, _Handle] = {}
         self._fh = itertools.count(1)
@@ -229,6 +239,12 @@ class Operations(pyfuse3.Operations):
     @_guarded
     async def lookup(self, parent_inode, name, ctx=None):
         self.stats.lookups += 1
+        if self.outputs.owns(parent_inode):
+            return self.out_lookup(parent_inode, self._name(name))
+        if parent_inode == ROOT and (pri := self.outputs.output_name(self._name(name))) is not None:
+            attrs = await self.out_root(pri)
+            if attrs is not None:
+                return attrs
         try:
             node = await self.ns.lookup(parent_inode, self._name(name))
         except FsError as exc:
@@ -286,6 +302,8 @@ class Operations(pyfuse3.Operations):
     @_guarded
     async def getattr(self, inode, ctx=None):
         self.stats.getattrs += 1
+        if self.outputs.owns(inode):
+            return self.out_getattr(inode)
         if self.control.owns(inode):
             return self._snapshot_attrs(self._snapshot(inode))
         return self._attrs(self.ns.node(inode))
@@ -307,6 +325,8 @@ class Operations(pyfuse3.Operations):
 
     @_guarded
     async def readlink(self, inode, ctx):
+        if self.outputs.owns(inode):
+            return self.out_readlink(inode)
         node = self.ns.node(inode)
         if node.kind != K_LINK:
             raise FsError(errno.EINVAL, "not a symlink")
@@ -316,7 +336,10 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode, ctx):
         if self.zero_open:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # once: the kernel stops sending OPENDIR
-        self._listable(self.ns.node(inode))
+        if self.outputs.owns(inode):
+            self._out_dir(inode)
+        else:
+            self._listable(self.ns.node(inode))
         fh = next(self._fh)
         # The listing is made at the first readdir, and kept for this handle.
         self._handles[fh] = _Handle(inode)
@@ -328,12 +351,14 @@ class Operations(pyfuse3.Operations):
             raise FsError(errno.ENOTDIR if node.kind != K_CONFLICT else errno.EIO, node.name or "not a directory")
 
     async def _listing(self, inode: int) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+        if self.outputs.owns(inode):
+            return self.out_listing(inode)  # never kept: it changes
         node = self.ns.node(inode)
         self._listable(node)
         if inode == ROOT:
             # Listed in parts (one READDIRPLUS per buffer): made once per change.
             if self._root_listing is None:
-                self._root_listing = self._prepare(await self.ns.listing(inode))
+                self._root_listing = await self._with_outputs(self._prepare(await self.ns.listing(inode)))
             return self._root_listing
         if node.kind not in _VERSION_DIRS:
             return self._prepare(await self.ns.listing(inode))
@@ -344,6 +369,18 @@ class Operations(pyfuse3.Operations):
             listing = self._prepare(await self.ns.listing(inode))
             self._remember(inode, listing)
         return listing
+
+    async def _with_outputs(self, listing: list[tuple[bytes, pyfuse3.EntryAttributes]]) -> list:
+        """The root's entries with each output's tree in place of its version (new products added)."""
+        if not self.outputs.declared:
+            return listing
+        roots = {}
+        for pri in self.outputs.declared:
+            attrs = await self.out_root(pri)
+            if attrs is not None:
+                roots[pri.encode()] = attrs
+        out = [(name, roots.pop(name, attrs)) for name, attrs in listing]
+        return out + sorted(roots.items())
 
     def _prepare(self, listing: list[tuple[str, Node]]) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
         return [(name.encode(), self._attrs(node)) for name, node in listing]
@@ -389,6 +426,10 @@ class Operations(pyfuse3.Operations):
         usage = self.daemon.blobs.size
         s.f_blocks = max(1, usage // 4096)
         s.f_bfree = s.f_bavail = 0
+        if self.outputs.declared:  # room for writing: the scratch disk's
+            free = self.outputs.free_bytes()
+            s.f_blocks += free // 4096
+            s.f_bfree = s.f_bavail = free // 4096
         s.f_files = len(self.ns)
         s.f_ffree = s.f_favail = 0
         s.f_namemax = 255
@@ -402,6 +443,8 @@ class Operations(pyfuse3.Operations):
             return json.dumps(self.daemon.explain(key[len(WHY_XATTR):]), sort_keys=True).encode()
         if inode == CONTROL_DIR and key == SNAPSHOT_XATTR:
             return json.dumps(await self.daemon.make_snapshot(), sort_keys=True).encode()
+        if inode == CONTROL_DIR and key.startswith(PUBLISH_XATTR):
+            return json.dumps(self.daemon.publish_result(key[len(PUBLISH_XATTR):]), sort_keys=True).encode()
         value = self._xattrs(inode).get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
@@ -412,6 +455,8 @@ class Operations(pyfuse3.Operations):
         return [k.encode() for k in self._xattrs(inode)]
 
     def _xattrs(self, inode: int) -> dict[str, bytes]:
+        if self.outputs.owns(inode):
+            return self.out_xattrs(inode)
         if self.control.owns(inode):
             self._snapshot(inode)
             return {}
@@ -427,9 +472,13 @@ class Operations(pyfuse3.Operations):
     # -- data ----------------------------------------------------------------
     @_guarded
     async def open(self, inode, flags, ctx):
+        if self.outputs.owns(inode):
+            return await self.out_open(inode, flags)
         passthrough = self.passthrough is not None and self.passthrough.active
-        if self.zero_open and not passthrough:
-            raise pyfuse3.FUSEError(errno.ENOSYS)  # once: the kernel stops sending OPEN and RELEASE
+        # Once: the kernel stops sending OPEN and RELEASE. Not where outputs may be written:
+        # their writes need a handle of their own.
+        if self.zero_open and not passthrough and not self.daemon.writable:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         if flags & _WRITE_FLAGS:
             raise FsError(errno.EROFS, "read-only filesystem", quiet=True)
         self.stats.opens += 1
@@ -481,6 +530,8 @@ class Operations(pyfuse3.Operations):
             inode, data = fh & (PASSTHROUGH_BIT - 1), None
         else:
             h = self._handles[fh]
+            if isinstance(h, OutHandle):
+                return await self.out_read(h, off, size)
             inode, data = h.ino, h.data
         content = data if data is not None else self._content(inode)
         if isinstance(content, bytes):
@@ -556,21 +607,98 @@ class Operations(pyfuse3.Operations):
     @_guarded
     async def release(self, fh):
         h = self._handles.pop(fh, None)
-        if h is not None and h.sha is not None:
+        if isinstance(h, OutHandle):
+            h.close()
+        elif h is not None and h.sha is not None:
             self.daemon.blobs.release(h.sha)
 
-    # -- everything that would write -----------------------------------------
-    async def _erofs(self, *args, **kwargs):
-        raise pyfuse3.FUSEError(errno.EROFS)
+    # -- everything that would write: outputs only --------------------------
+    def _writable_dir(self, parent: int) -> None:
+        if not self.outputs.owns(parent):
+            raise FsError(errno.EROFS, "read-only: only a workspace's outputs are writable", quiet=True)
 
-    setattr = create = write = mkdir = mknod = unlink = rmdir = _erofs
-    rename = symlink = link = setxattr = removexattr = _erofs
+    @_guarded
+    async def write(self, fh, off, buf):
+        h = self._handles.get(fh)
+        if not isinstance(h, OutHandle):
+            raise FsError(errno.EROFS, "read-only", quiet=True)
+        return await self.out_write(h, off, buf)
 
+    @_guarded
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        self._writable_dir(parent_inode)
+        return await self.out_create(parent_inode, self._name(name), mode, flags)
+
+    @_guarded
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        self._writable_dir(parent_inode)
+        return await self.out_mkdir(parent_inode, self._name(name), mode)
+
+    @_guarded
+    async def symlink(self, parent_inode, name, target, ctx):
+        self._writable_dir(parent_inode)
+        return await self.out_symlink(parent_inode, self._name(name), self._name(target))
+
+    @_guarded
+    async def unlink(self, parent_inode, name, ctx):
+        self._writable_dir(parent_inode)
+        await self.out_unlink(parent_inode, self._name(name), directory=False)
+
+    @_guarded
+    async def rmdir(self, parent_inode, name, ctx):
+        self._writable_dir(parent_inode)
+        await self.out_unlink(parent_inode, self._name(name), directory=True)
+
+    @_guarded
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if not (self.outputs.owns(parent_inode_old) or self.outputs.owns(parent_inode_new)):
+            raise FsError(errno.EROFS, "read-only", quiet=True)
+        await self.out_rename(parent_inode_old, self._name(name_old), parent_inode_new, self._name(name_new), flags)
+
+    @_guarded
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        if not self.outputs.owns(inode):
+            raise FsError(errno.EROFS, "read-only", quiet=True)
+        return await self.out_setattr(inode, attr, fields, fh)
+
+    @_guarded
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        self._writable_dir(new_parent_inode)
+        raise FsError(errno.EPERM, "hard links cannot be kept in a version", quiet=True)
+
+    @_guarded
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        self._writable_dir(parent_inode)
+        raise FsError(errno.EPERM, "only files, directories and symlinks can be kept in a version", quiet=True)
+
+    @_guarded
+    async def setxattr(self, inode, name, value, ctx):
+        key = name.decode("utf-8", "replace")
+        if inode == CONTROL_DIR and key.startswith(PUBLISH_XATTR):
+            # ``prodfs publish``: the answer is read back with getxattr of the same name
+            await self.daemon.publish_output(key[len(PUBLISH_XATTR):], value, ctx.uid)
+            return
+        if self.outputs.owns(inode):
+            raise FsError(errno.ENOTSUP, "extended attributes are not kept in a version", quiet=True)
+        raise FsError(errno.EROFS, "read-only", quiet=True)
+
+    @_guarded
+    async def removexattr(self, inode, name, ctx):
+        if self.outputs.owns(inode):
+            raise FsError(errno.ENOTSUP, "extended attributes are not kept in a version", quiet=True)
+        raise FsError(errno.EROFS, "read-only", quiet=True)
+
+    @_guarded
     async def fsync(self, fh, datasync):
-        return None  # nothing is ever dirty
+        h = self._handles.get(fh)
+        if isinstance(h, OutHandle):
+            await self.out_fsync(h)
+        # anything else is never dirty
 
+    @_guarded
     async def fsyncdir(self, fh, datasync):
-        return None
+        if self.outputs.declared:
+            await self.out_fsync(None)
 
 
 def _read_all(fd: int, size: int, off: int) -> bytes:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pvc_client import Entry
@@ -84,6 +84,9 @@ class Namespace:
         # manifest entry already holds, so a node costs no key tuple
         self._below: dict[int, dict[str, Node]] = {}
         self._tops: list[Node] = []
+        # told of every version served (a root name resolved, a lookup or listing in it):
+        # the inputs of a workspace's outputs (prodfs.mount.outputs)
+        self.on_use: Callable[[View], None] | None = None
         self._add(Node(ROOT, K_ROOT))
         self._add(Node(CONTROL_DIR, K_CTRL_DIR))
         for i, name in enumerate(CONTROL_FILES):
@@ -156,6 +159,8 @@ class Namespace:
         except ConflictError as exc:
             raise FsError(errno.EIO, f"{name}: unresolved conflict: {exc}") from None
         self.state.record_use(view, resolved=True)
+        if self.on_use is not None:
+            self.on_use(view)
         return self.top(view)
 
     async def tree(self, node: Node) -> VersionTree:
@@ -175,7 +180,7 @@ class Namespace:
         if parent.kind not in (K_TOP, K_DIR):
             raise FsError(errno.ENOTDIR, "not a directory")
         tree = await self.tree(parent)
-        self.state.record_use(parent.view)  # type: ignore[arg-type]
+        self._used(parent.view)  # type: ignore[arg-type]
         entry = tree.child(parent.path, name)
         if entry is None:
             raise FsError(errno.ENOENT, f"{parent.view.name}/{_join(parent.path, name)}: no such entry", quiet=True)  # type: ignore[union-attr]
@@ -199,8 +204,13 @@ class Namespace:
         if node.kind not in (K_TOP, K_DIR):
             raise FsError(errno.ENOTDIR, "not a directory")
         tree = await self.tree(node)
-        self.state.record_use(node.view)  # type: ignore[arg-type]
+        self._used(node.view)  # type: ignore[arg-type]
         return [(e.path.rpartition("/")[2], self.child(node, e)) for e in tree.listing(node.path) or ()]
+
+    def _used(self, view: View) -> None:
+        self.state.record_use(view)
+        if self.on_use is not None:
+            self.on_use(view)
 
     async def neighbours(self, node: Node) -> list[Entry]:
         """The entries of the directory a version's file is in (the file among them)."""

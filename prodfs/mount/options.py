@@ -97,6 +97,9 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--feed-poll", type=_feed_poll, default=25.0, metavar="SECONDS",
                        help="how long one change-feed request waits for news (1..60); a silent service is "
                             "noticed (degraded) within this plus --pvc-timeout (default 25)")
+    cache.add_argument("--scratch", type=Path, default=None, metavar="DIR",
+                       help="where a workspace's outputs are written (default: CACHE_DIR/scratch; a shared "
+                            "disk works: one mount at a time writes an output)")
     run = p.add_argument_group("running")
     run.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     run.add_argument("--allow-other", action="store_true", help="let other users see the mount (needs user_allow_other)")
