@@ -50,6 +50,7 @@ class OutputOps:
 
     outputs: Outputs
     _handles: dict
+    _out_listings: dict[int, tuple[int, list]]
     _fh: object
 
     if TYPE_CHECKING:
@@ -93,9 +94,19 @@ class OutputOps:
     def out_getattr(self, ino: int) -> pyfuse3.EntryAttributes:
         return self._out_attrs(*self.outputs.item(ino))
 
-    def out_listing(self, ino: int) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+    def out_listing(self, ino: int, *, continuing: bool = False) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+        """A directory's entries. Without handles (zero-message opendir) a large listing comes in
+        parts, each a request: a part after the first reuses the listing while the directory is
+        unchanged (its mtime moves with every change of its entries), instead of listing it again."""
         out, item = self._out_dir(ino)
-        return [(c.name.encode(), self._out_attrs(out, c)) for c in out.tree.children(item.id)]
+        kept = self._out_listings.get(ino)
+        if continuing and kept is not None and kept[0] == item.mtime_ns:
+            return kept[1]
+        listing = [(c.name.encode(), self._out_attrs(out, c)) for c in out.tree.children(item.id)]
+        if len(self._out_listings) >= 64:
+            self._out_listings.clear()
+        self._out_listings[ino] = (item.mtime_ns, listing)
+        return listing
 
     def out_readlink(self, ino: int) -> bytes:
         _, item = self.outputs.item(ino)

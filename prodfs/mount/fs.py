@@ -138,6 +138,7 @@ class Operations(OutputOps, pyfuse3.Operations):
         self.daemon = daemon
         self.ns = daemon.namespace
         self.outputs = daemon.outputs
+        self._out_listings: dict[int, tuple[int, list]] = {}  # see OutputOps.out_listing
         self.blobs = daemon.blobs
         self.stats = daemon.stats
         self._handles: dict[int, _Handle] = {}
@@ -399,7 +400,9 @@ class Operations(OutputOps, pyfuse3.Operations):
     @_guarded
     async def readdir(self, fh, start_id, token):
         self.stats.readdirs += 1
-        if fh & INODE_BIT:
+        if fh & INODE_BIT and self.outputs.owns(fh ^ INODE_BIT):
+            listing = self.out_listing(fh ^ INODE_BIT, continuing=start_id > 0)
+        elif fh & INODE_BIT:
             # Zero-message opens: the kernel asks for a listing it will keep.
             listing = await self._listing(fh ^ INODE_BIT)
         else:

@@ -3,7 +3,8 @@
 Owns the content-addressed blob cache (`blob_cache`: fetch, verify, evict,
 fetch-ahead by packs), its verification ledger (`ledger`), version manifests
 kept on disk (`versions`), the contexts saved for offline starts (`offline`)
-and filling a cache ahead of a job (`prefetch`). Knows resolution only to
+filling a cache ahead of a job (`prefetch`), and the writable trees of
+workspace outputs (`scratch`). Knows resolution only to
 name what a snapshot holds; knows nothing of FUSE.
 """
 

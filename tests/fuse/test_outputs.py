@@ -145,6 +145,18 @@ def test_posix_operations_a_dcc_uses(m: Mount):
     assert os.listdir(m / NEW) == []
 
 
+def test_a_large_directory_lists_whole(m: Mount):
+    d = m / NEW / "many"
+    os.mkdir(d)
+    names = {f"frame.{i:04d}.exr" for i in range(1500)}
+    for n in names:
+        os.close(os.open(d / n, os.O_CREAT | os.O_WRONLY, 0o644))
+    assert set(os.listdir(d)) == names  # listed in many parts: each entry once
+    os.unlink(d / "frame.0000.exr")
+    assert set(os.listdir(d)) == names - {"frame.0000.exr"}
+    shutil.rmtree(d)
+
+
 def test_copy_on_write_of_a_base_file(m: Mount):
     big = m / SHOT / "geo" / "big.bin"
     before = big.read_bytes()
