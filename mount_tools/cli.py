@@ -183,6 +183,10 @@ def _show_status(report: list[dict], contexts: list[dict] = ()) -> None:
                   f"  pvc requests {s.get('pvc_requests')}  errors {s.get('errors')}")
             if not s.get("zero_open"):
                 print("  every open and listing goes through the daemon (zero-message opens are off: see its log)")
+            for o in c.get("outputs") or []:
+                where = o.get("read_only") or o.get("scratch") or "not started"
+                base = f"from version {o['base']}" if o.get("base") else "new"
+                print(f"  output {o['pri']} ({base}): {where}")
         elif "error" in e:
             print(f"  {e['error']}")
     if contexts:

@@ -95,13 +95,12 @@ class Outputs:
         return old ^ set(self.declared)
 
     def output_name(self, name: str) -> str | None:
-        """The output PRI a root name stands for (its canonical or any alias spelling), or None."""
-        if not self.declared or "@" in name:
-            return None
-        if name in self.declared:
-            return name
-        canonical = self.state.graph.canonical(name)
-        return canonical if canonical in self.declared else None
+        """The output PRI a root name stands for, or None.
+
+        Only the canonical spelling: an older name of the product leads to its version,
+        read-only, since one directory inode must never be reached through two names
+        (the kernel refuses directory aliases)."""
+        return name if name in self.declared else None
 
     def owns(self, ino: int) -> bool:
         return bool(ino & OUTPUT_BIT)

@@ -251,3 +251,54 @@ def test_tree_behaves_like_a_directory(tmp_path_factory: pytest.TempPathFactory,
                 p.name: "dir" if p.is_dir() else "file" for p in real.iterdir()}
     finally:
         t.close()
+
+
+# -- the outputs of a mount, in-process ------------------------------------------------------
+
+
+class _State:
+    """What `Outputs` asks of a mount's state: names, and the version an output starts from."""
+
+    class graph:  # noqa: N801 - stands for MountState.graph
+        @staticmethod
+        def canonical(name: str) -> str | None:
+            return {"old-lgt:shot": "s-lgt:shot"}.get(name, name)
+
+    def view(self, pri: str):
+        raise LookupError(f"{pri}: no version")  # every output here is a new product
+
+
+def _view(pri: str, number: int):
+    from prodfs.mount.state import View
+    return View(pri, pri, number, 1, 0, "versionless", "newest")
+
+
+def test_outputs_record_the_newest_input_served_but_never_themselves(tmp_path: Path) -> None:
+    import trio
+
+    from prodfs.mount.outputs import Outputs
+
+    async def main() -> None:
+        outs = Outputs(tmp_path / "scratch", _State(), lambda view: [])  # type: ignore[arg-type]
+        outs.set_workspace({"name": "ws", "revision": 3, "outputs": ["s-lgt:shot"]})
+        assert outs.output_name("old-lgt:shot") is None  # an older name reads the version: no directory alias
+        assert outs.output_name("s-lgt:shot@2") is None  # an explicit version is an input
+        outs.served(_view("s-mdl:a", 1))  # before the output was opened: still an input of it
+        out = await outs.open("s-lgt:shot")
+        assert out is not None and out.tree.info()["base"] is None
+        outs.served(_view("s-mdl:b", 4))
+        outs.served(_view("s-mdl:a", 2))  # the name moved on: the newest served counts
+        outs.served(_view("s-lgt:shot", 1))  # its own old version, read by @1
+        assert outs.dependencies(out) == ["s-mdl:a@2", "s-mdl:b@4"]
+        assert outs.origin() == {"name": "ws", "revision": 3}
+        out.tree.close()
+        outs2 = Outputs(tmp_path / "scratch", _State(), lambda view: [])  # type: ignore[arg-type]
+        outs2.set_workspace({"name": "ws", "revision": 3, "outputs": ["s-lgt:shot"]})
+        again = await outs2.open("s-lgt:shot")  # a remount: the record survived
+        assert again is not None and outs2.dependencies(again) == ["s-mdl:a@2", "s-mdl:b@4"]
+        busy = Outputs(tmp_path / "scratch", _State(), lambda view: [])  # type: ignore[arg-type]
+        busy.set_workspace({"name": "ws", "revision": 3, "outputs": ["s-lgt:shot"]})
+        assert await busy.open("s-lgt:shot") is None and "in use" in (busy.busy_reason("s-lgt:shot") or "")
+        again.tree.close()
+
+    trio.run(main)

@@ -231,6 +231,7 @@ def test_publish_records_what_was_read(m: Mount, env):
     assert (m / f"{SHOT}@{number}" / "geo" / "big.bin").read_bytes()[10:17] == b"CHANGED"
     # the output starts again from the new version, its tree as it was
     assert os.getxattr(m / SHOT, "user.prodfs.base") == str(number).encode()
+    assert f"output {SHOT} (from version {number})" in prodfs("status", str(m.path)).stdout
     assert b"v2 from the workspace" in (m / SHOT / "shot.usda").read_bytes()
 
 
