@@ -21,20 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import Publisher
+from tests.support.helpers import Publisher, file_tree
 from tests.support.mount import Mount, mounted, prodfs, wait_for
 from tests.support.service import running_service
 
 A, B, SHOT, NEW = "out-mdl:a", "out-mdl:b", "out-lgt:shot", "out-lgt:new"
 WS = "artist"
-
-
-def _tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
 class Env:
@@ -50,10 +42,10 @@ def env(tmp_path_factory):
         e = Env(tmp, service.url)
         e.service = service
         pub = e.pub
-        pub.publish(A, _tree(tmp / "src-a1", {"a.txt": b"a1\n"}))
-        pub.publish(A, _tree(tmp / "src-a2", {"a.txt": b"a2\n"}))
-        pub.publish(B, _tree(tmp / "src-b1", {"b.txt": b"b1\n"}))
-        pub.publish(SHOT, _tree(tmp / "src-shot", {
+        pub.publish(A, file_tree(tmp / "src-a1", {"a.txt": b"a1\n"}))
+        pub.publish(A, file_tree(tmp / "src-a2", {"a.txt": b"a2\n"}))
+        pub.publish(B, file_tree(tmp / "src-b1", {"b.txt": b"b1\n"}))
+        pub.publish(SHOT, file_tree(tmp / "src-shot", {
             "shot.usda": b"#usda 1.0\n(\n    doc = \"v1\"\n)\n",
             "geo/big.bin": os.urandom(300_000),
             "geo/small.txt": b"small\n",
@@ -171,7 +163,7 @@ def test_copy_on_write_of_a_base_file(m: Mount):
 
 
 def test_real_tools_write_into_an_output(m: Mount, env, tmp_path: Path):
-    src = _tree(tmp_path / "src", {"a/one.txt": b"1" * 5000, "a/b/two.txt": b"2", "three.bin": os.urandom(70_000)})
+    src = file_tree(tmp_path / "src", {"a/one.txt": b"1" * 5000, "a/b/two.txt": b"2", "three.bin": os.urandom(70_000)})
     os.symlink("a/one.txt", src / "link")
     os.chmod(src / "a" / "b" / "two.txt", 0o640)
     dst = m / NEW / "tools"
@@ -235,7 +227,7 @@ def test_publish_records_what_was_read(m: Mount, env):
     assert b"v2 from the workspace" in (m / SHOT / "shot.usda").read_bytes()
 
 
-def test_a_refused_publish_keeps_the_tree(m: Mount):
+def test_a_refused_publish_keeps_thefile_tree(m: Mount):
     (m / NEW / "keep.txt").write_text("keep")
     res = prodfs("publish", str(m / NEW), "--label", "latest", check=False)
     assert res.returncode == 8, res.stderr
@@ -247,7 +239,7 @@ def test_a_refused_publish_keeps_the_tree(m: Mount):
     assert res.returncode == 2
 
 
-def test_publish_with_the_service_down_keeps_the_tree(env, tmp_path: Path):
+def test_publish_with_the_service_down_keeps_thefile_tree(env, tmp_path: Path):
     from tests.support.faultproxy import FaultProxy
 
     with FaultProxy(env.service.port) as proxy:
