@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from ._errors import InvalidInput
+from ._errors import InvalidInput, InvalidPRI
 from ._pri import LATEST, parse_label, parse_pri, parse_ref
 from ._timespec import format_time, parse_time
 
 __all__ = [
     "JSON", "TimeArg", "Progress", "as_time", "pri_path", "check_label", "version_selector", "exact_ref",
-    "any_ref", "path_segment", "check_sha", "workspace_spec",
+    "any_ref", "path_segment", "check_sha", "workspace_spec", "output_pri", "workspace_origin",
 ]
 
 JSON = dict[str, Any]
@@ -89,6 +89,13 @@ def check_sha(sha: str) -> str:
     return sha
 
 
+def output_pri(text: str) -> str:
+    """A workspace output: a product's PRI, never a version (the service refuses ``PRI@N`` the same way)."""
+    if isinstance(text, str) and "@" in text:
+        raise InvalidPRI(f"output {text!r}: an output names a product (PRI), not a version or label")
+    return parse_pri(text).text
+
+
 def workspace_spec(spec: JSON) -> JSON:
     """Check a WorkspaceSpec and make its pin absolute (a pin given as ``-3d`` must not drift)."""
     if not isinstance(spec, dict):
@@ -98,4 +105,21 @@ def workspace_spec(spec: JSON) -> JSON:
     out["overrides"] = [exact_ref(o, "override") for o in spec.get("overrides", [])]
     out["prefer"] = [check_label(p) for p in spec.get("prefer", [])]
     out["pin"] = as_time(spec.get("pin"))
+    if "outputs" in spec:  # only when given: a service that predates outputs refuses the key
+        out["outputs"] = [output_pri(o) for o in spec["outputs"]]
     return out
+
+
+def workspace_origin(value: Any) -> JSON:
+    """The workspace a version is published from: ``{"name", "revision"}`` as the service takes it.
+
+    A whole Workspace record (``get_workspace``'s answer) works too: its name
+    and revision are what is sent.
+    """
+    if not isinstance(value, dict) or "name" not in value or "revision" not in value:
+        raise InvalidInput(f"a version's workspace is {{'name': NAME, 'revision': N}}, not {value!r}")
+    name, revision = value["name"], value["revision"]
+    path_segment(name, "workspace name")
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        raise InvalidInput(f"a workspace revision is a number >= 1, not {revision!r}")
+    return {"name": name, "revision": revision}

@@ -1,4 +1,4 @@
-"""``pvc workspace ...`` and ``pvc snapshot ...``: thin wrappers over the record endpoints."""
+"""``pvc workspace ...``, ``pvc outputs`` and ``pvc snapshot ...``: thin wrappers over the record endpoints."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
+from ._args import output_pri
 from ._cli_common import (
-    AsOfOption, AuthorOption, JsonOption, UrlOption, answer, call, default_author, dump, help_when_bare, out, table,
+    AsOfOption, AuthorOption, JsonOption, UrlOption, answer, call, default_author, dump, help_when_bare, note, out,
+    table,
 )
 from ._client import DEFAULT_URL, PVCClient
 from ._errors import Conflict, InvalidInput, NotFound
 from ._plugins import plugin
 from ._pri import parse_pri, parse_ref
 
-__all__ = ["workspace_app", "snapshot_app"]
+__all__ = ["workspace_app", "snapshot_app", "outputs_command"]
 
 _COMMON = {"add_completion": False, "rich_markup_mode": None,
            "pretty_exceptions_enable": False}
@@ -32,6 +34,8 @@ Strategy = Annotated[str | None, typer.Option("--strategy", metavar="S", help="R
 Pin = Annotated[str | None, typer.Option("--pin", metavar="TIME", help="See the store as of TIME ('none': unpinned).")]
 Prefer = Annotated[list[str] | None, typer.Option("--prefer", metavar="LABEL", help="Preferred label, in order (repeatable).")]
 Overrides = Annotated[list[str] | None, typer.Option("--override", metavar="PRI@N", help="Force this version (repeatable).")]
+Outputs = Annotated[list[str] | None, typer.Option("--output", metavar="PRI",
+                                                   help="A product this workspace makes (repeatable).")]
 
 
 def _pin(value: str | None) -> str | None:
@@ -51,7 +55,7 @@ def _show_workspace(workspace: dict[str, Any]) -> None:
         ("  pin", workspace.get("pin") or "-"),
         ("  prefer", ", ".join(workspace.get("prefer") or []) or "-"),
     ]
-    for key in ("roots", "overrides"):
+    for key in ("roots", "overrides", "outputs"):
         items = workspace.get(key) or ["-"]
         rows += [(f"  {key}" if i == 0 else "", item) for i, item in enumerate(items)]
     table(rows)
@@ -63,11 +67,18 @@ def _with_override(overrides: list[str], ref: str) -> list[str]:
     return [o for o in overrides if parse_ref(o).pri != parsed.pri] + [str(parsed)]
 
 
+def _outputs(texts: list[str] | None) -> list[str]:
+    """Outputs as given, checked before any request: a typo (a PRI@N) is a usage error even offline.
+
+    Repeats are left to the service, which keeps each output once."""
+    return [output_pri(t) for t in texts or []]
+
+
 @workspace_app.command("create")
 def create(
     name: Name, root: Roots = None, strategy: Strategy = None, pin: Pin = None, prefer: Prefer = None,
-    override: Overrides = None, author: AuthorOption = None, url: UrlOption = DEFAULT_URL,
-    json: JsonOption = False,
+    override: Overrides = None, output: Outputs = None, author: AuthorOption = None,
+    url: UrlOption = DEFAULT_URL, json: JsonOption = False,
 ) -> int:
     """Create a workspace (refused if NAME exists)."""
     overrides: list[str] = []
@@ -75,6 +86,8 @@ def create(
         overrides = _with_override(overrides, ref)
     spec = {"roots": list(root or []), "strategy": strategy or "latest", "pin": _pin(pin),
             "prefer": list(prefer or []), "overrides": overrides, "author": default_author(author)}
+    if output:  # only when given, as the client sends it: a service that predates outputs refuses the key
+        spec["outputs"] = _outputs(output)
 
     async def run(client: PVCClient) -> dict[str, Any]:
         try:
@@ -91,13 +104,15 @@ def create(
 @workspace_app.command("set")
 def set_(
     name: Name, root: Roots = None, strategy: Strategy = None, pin: Pin = None, prefer: Prefer = None,
-    override: Overrides = None,
+    override: Overrides = None, output: Outputs = None,
     remove_root: Annotated[list[str] | None, typer.Option("--remove-root", metavar="R", help="Drop this root.")] = None,
     remove_override: Annotated[list[str] | None, typer.Option("--remove-override", metavar="PRI", help="Drop the override of PRI.")] = None,
+    remove_output: Annotated[list[str] | None, typer.Option("--remove-output", metavar="PRI", help="Drop this output.")] = None,
     author: AuthorOption = None, url: UrlOption = DEFAULT_URL, json: JsonOption = False,
 ) -> int:
-    """Change a workspace: add or drop roots and overrides, set strategy, pin or preferences."""
+    """Change a workspace: add or drop roots, overrides and outputs, set strategy, pin or preferences."""
     dropped_pris = {parse_pri(p) for p in remove_override or []}
+    added_outputs, dropped_outputs = _outputs(output), _outputs(remove_output)
 
     async def run(client: PVCClient) -> dict[str, Any]:
         spec = await client.get_workspace(name)
@@ -112,7 +127,16 @@ def set_(
         overrides = [o for o in spec.get("overrides") or [] if parse_ref(o).pri not in dropped_pris]
         for ref in override or []:
             overrides = _with_override(overrides, ref)
+        outputs = list(spec.get("outputs") or [])
+        for pri in dropped_outputs:
+            if pri not in outputs:
+                raise InvalidInput(f"{pri!r} is not an output of workspace {name!r} "
+                                   f"(outputs: {', '.join(outputs) or 'none'})")
+            outputs.remove(pri)
+        outputs += added_outputs
         spec.update(roots=roots, overrides=overrides, author=default_author(author))
+        if "outputs" in spec or outputs:  # a service that predates outputs neither sends nor takes the key
+            spec["outputs"] = outputs
         if strategy is not None:
             spec["strategy"] = strategy
         if pin is not None:
@@ -153,7 +177,8 @@ def history(name: Name, url: UrlOption = DEFAULT_URL, json: JsonOption = False) 
     return answer(call(url, lambda c: c.workspace_history(name)), json, lambda revisions: table(
         [(w.get("revision"), w.get("changed_at"), w.get("author") or "-",
           "deleted" if w.get("deleted") else
-          f"roots={','.join(w.get('roots') or [])} pin={w.get('pin') or '-'} strategy={w.get('strategy')}")
+          f"roots={','.join(w.get('roots') or [])} pin={w.get('pin') or '-'} strategy={w.get('strategy')}"
+          f" outputs={','.join(w.get('outputs') or []) or '-'}")
          for w in revisions], ("REV", "CHANGED", "AUTHOR", "STATE")))
 
 
@@ -170,6 +195,25 @@ def delete(name: Name, url: UrlOption = DEFAULT_URL) -> int:
     """Delete a workspace (its history is kept)."""
     call(url, lambda c: c.delete_workspace(name))
     return 0
+
+
+def outputs_command(
+    pri: Annotated[str, typer.Argument(metavar="PRI", show_default=False)],
+    as_of: AsOfOption = None, url: UrlOption = DEFAULT_URL, json: JsonOption = False,
+) -> int:
+    """List the workspaces that declare PRI as an output.
+
+    A workspace counts by its current revision (at --as-of: its revision then).
+    Declaring an output locks nothing: this is how others see who makes a product."""
+    def human(found: dict[str, Any]) -> None:
+        declared = found.get("workspaces") or []
+        if not declared:
+            note(f"no workspace declares {found.get('pri')} as an output")
+            return
+        table([(w.get("name"), w.get("revision"), w.get("changed_at"), w.get("author") or "-") for w in declared],
+              ("WORKSPACE", "REV", "CHANGED", "AUTHOR"))
+
+    return answer(call(url, lambda c: c.declared_outputs(pri, as_of)), json, human)
 
 
 @snapshot_app.command("create")

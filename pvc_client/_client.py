@@ -35,6 +35,7 @@ from ._args import (
     path_segment,
     pri_path,
     version_selector,
+    workspace_origin,
     workspace_spec,
 )
 from ._errors import ERROR_CODES, Conflict, InvalidInput, NotFound, PVCError, Unauthorized, Unavailable
@@ -413,9 +414,15 @@ class PVCClient:
         message: str = "",
         author: str | None = None,
         at: TimeArg = None,
+        workspace: JSON | None = None,
     ) -> JSON:
         """Publish a version (the first publish creates the product). Not retried once sent:
-        a lost answer could otherwise publish twice."""
+        a lost answer could otherwise publish twice.
+
+        ``workspace`` (``{"name", "revision"}``, or a Workspace record) records
+        the workspace revision the version was made in; the service refuses
+        (404) one that does not exist.
+        """
         body: JSON = {
             "manifest": normalize_manifest(manifest),
             "dependencies": [exact_ref(d, "dependency") for d in dependencies],
@@ -426,6 +433,8 @@ class PVCClient:
             body["author"] = author
         if at is not None:
             body["at"] = as_time(at)
+        if workspace is not None:  # only when given: a service that predates origins refuses the key
+            body["workspace"] = workspace_origin(workspace)
         return await self._json("POST", f"/products/{pri_path(pri)}/versions", body=body)
 
     async def publish_directory(
@@ -439,11 +448,14 @@ class PVCClient:
         author: str | None = None,
         at: TimeArg = None,
         progress: Progress | None = None,
+        workspace: JSON | None = None,
     ) -> JSON:
-        """Scan, upload the blobs the store lacks, then publish. Returns the Version."""
+        """Scan, upload the blobs the store lacks, then publish. Returns the Version.
+
+        ``workspace`` as in `publish`."""
         return await publish_directory(
             self, pri, directory, dependencies=dependencies, labels=labels, message=message,
-            author=author, at=at, progress=progress,
+            author=author, at=at, progress=progress, workspace=workspace,
         )
 
     # -- labels ----------------------------------------------------------------------------
@@ -678,6 +690,11 @@ class PVCClient:
     async def workspace_history(self, name: str) -> list[JSON]:
         answer = await self._json("GET", f"/workspaces/{path_segment(name, 'workspace name')}/history")
         return _field(answer, "history", list)
+
+    async def declared_outputs(self, pri: str, as_of: TimeArg = None) -> JSON:
+        """``{"pri", "workspaces": [{"name", "revision", "changed_at", "author"}]}``: the workspaces
+        whose newest revision (as of the time) declares the product ``pri`` an output, by name."""
+        return await self._json("GET", f"/outputs/{pri_path(pri)}", params={"as_of": as_time(as_of)})
 
     async def create_snapshot(self, record: JSON) -> JSON:
         if not isinstance(record, dict):

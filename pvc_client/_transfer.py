@@ -19,11 +19,11 @@ import shutil
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
 
 import trio
 
-from ._args import as_time, check_label, exact_ref
+from ._args import as_time, check_label, exact_ref, workspace_origin
 from ._errors import InvalidInput, PVCError
 from ._manifest import Entry, normalize_manifest, scan_directory, validate_manifest
 from ._pack import PACK_BLOB_LIMIT, Frame, plan_packs
@@ -44,7 +44,7 @@ class Store(Protocol):
     async def upload_pack(self, items: Sequence[Source]) -> JSON: ...
     async def publish(self, pri: str, manifest: Iterable[JSON], *, dependencies: Sequence[str] = (),
                       labels: Sequence[str] = (), message: str = "", author: str | None = None,
-                      at: TimeArg = None) -> JSON: ...
+                      at: TimeArg = None, workspace: JSON | None = None) -> JSON: ...
     async def resolve(self, ref: str, as_of: TimeArg = None) -> JSON: ...
     async def download_blob(self, sha: str, sink: BinaryIO | IO[bytes], *, offset: int = 0,
                             length: int | None = None) -> int: ...
@@ -101,9 +101,9 @@ async def publish_directory(
     author: str | None,
     at: TimeArg,
     progress: Progress | None,
-    **extra: Any,
+    workspace: JSON | None = None,
 ) -> JSON:
-    _check_publish(pri, dependencies, labels, at)  # before the scan: a typo costs nothing
+    _check_publish(pri, dependencies, labels, at, workspace)  # before the scan: a typo costs nothing
     root = Path(directory)
     scanned: list[tuple[Entry, Path | None]] = await trio.to_thread.run_sync(
         lambda: list(scan_directory(root))
@@ -114,10 +114,11 @@ async def publish_directory(
         if local is not None and entry.sha256 is not None:
             sources.setdefault(entry.sha256, (local, entry.size))
     return await publish_manifest(client, pri, manifest, sources, dependencies=dependencies, labels=labels,
-                                  message=message, author=author, at=at, progress=progress, **extra)
+                                  message=message, author=author, at=at, progress=progress, workspace=workspace)
 
 
-def _check_publish(pri: str, dependencies: Sequence[str], labels: Sequence[str], at: TimeArg) -> None:
+def _check_publish(pri: str, dependencies: Sequence[str], labels: Sequence[str], at: TimeArg,
+                   workspace: JSON | None) -> None:
     # Everything that can be refused locally is refused before any byte is uploaded.
     parse_pri(str(pri))
     for dep in dependencies:
@@ -125,6 +126,8 @@ def _check_publish(pri: str, dependencies: Sequence[str], labels: Sequence[str],
     for label in labels:
         check_label(label, settable=True)
     as_time(at)
+    if workspace is not None:
+        workspace_origin(workspace)
 
 
 async def publish_manifest(
@@ -139,14 +142,16 @@ async def publish_manifest(
     author: str | None = None,
     at: TimeArg = None,
     progress: Progress | None = None,
-    **extra: Any,
+    workspace: JSON | None = None,
 ) -> JSON:
     """Upload the blobs of ``sources`` (sha -> (file, size)) the store lacks, then publish ``manifest``.
 
     The files are read again as they are sent: a file changed since it was
-    hashed is refused by the store, and nothing is published.
+    hashed is refused by the store, and nothing is published. ``workspace``
+    (``{"name", "revision"}``) is the workspace revision it was made in
+    (`PVCClient.publish`).
     """
-    _check_publish(pri, dependencies, labels, at)
+    _check_publish(pri, dependencies, labels, at, workspace)
     missing = await client.missing_blobs(list(sources))
     meter = _Meter(sum(sources[sha][1] for sha in missing), len(missing), progress)
     meter.add(0)  # the totals, from the start
@@ -173,7 +178,8 @@ async def publish_manifest(
     jobs = [upload_pack(pack) for pack in plan_packs(small)] + [upload(sha) for sha, _ in large]
     await _run_all(jobs, client.TRANSFER_CONCURRENCY)
     return await client.publish(
-        pri, manifest, dependencies=dependencies, labels=labels, message=message, author=author, at=at, **extra
+        pri, manifest, dependencies=dependencies, labels=labels, message=message, author=author, at=at,
+        workspace=workspace,
     )
 
 

@@ -31,7 +31,7 @@ from ._cli_common import (
     progress_bar,
     table,
 )
-from ._cli_records import snapshot_app, workspace_app
+from ._cli_records import outputs_command, snapshot_app, workspace_app
 from ._client import DEFAULT_URL, PVCClient
 from ._errors import Conflict, InvalidInput, InvalidPRI, InvalidTime, NotFound, PVCError, Unauthorized, Unavailable
 from ._plugins import plugin
@@ -124,6 +124,8 @@ def publish(
     label: Annotated[list[str] | None, typer.Option("--label", metavar="NAME", help="Label the new version (repeatable).")] = None,
     message: Annotated[str, typer.Option("--message", "-m", help="What changed.")] = "",
     at: Annotated[str | None, typer.Option("--at", metavar="TIME", help="Backdate the version (not before the newest).")] = None,
+    workspace: Annotated[str | None, typer.Option("--workspace", metavar="NAME",
+                                                  help="Made in this workspace: record its current revision.")] = None,
     author: AuthorOption = None,
     url: UrlOption = DEFAULT_URL,
     json: JsonOption = False,
@@ -133,10 +135,15 @@ def publish(
     Prints the new PRI@N as the last line.
     """
     async def run(client: PVCClient) -> dict[str, Any]:
+        origin = None
+        if workspace is not None:
+            # read before anything is uploaded: an unknown workspace costs no transfer
+            current = await client.get_workspace(workspace)
+            origin = {"name": current["name"], "revision": current["revision"]}
         with progress_bar("uploading") as progress:
             return await client.publish_directory(
                 pri, directory, dependencies=dep or (), labels=label or (), message=message,
-                author=default_author(author), at=at, progress=progress,
+                author=default_author(author), at=at, progress=progress, workspace=origin,
             )
 
     def human(version: dict[str, Any]) -> None:
@@ -148,6 +155,10 @@ def publish(
 
 
 # -- reading -------------------------------------------------------------------------------
+
+
+def _origin_text(origin: dict[str, Any] | None) -> str:
+    return "-" if not origin else f"{origin.get('name')} (revision {origin.get('revision')})"
 
 
 @app.command(epilog=EPILOG)
@@ -195,6 +206,7 @@ def show(ref: Ref, as_of: AsOfOption = None, url: UrlOption = DEFAULT_URL, json:
             ("  message", version.get("message")),
             ("  labels", ", ".join(version.get("labels", [])) or "-"),
             ("  depends", ", ".join(version.get("dependencies", [])) or "-"),
+            ("  workspace", _origin_text(version.get("workspace"))),
             ("  contents", f"{len(manifest)} entries, {len(files)} files, "
                            f"{human_size(sum(e.get('size', 0) for e in files))}"),
         ])
@@ -313,6 +325,10 @@ def events(
 
     call(url, run)
     return EXIT_OK
+
+
+# registered after the commands above so that --help lists it beside the workspace group
+app.command("outputs", epilog=EPILOG)(outputs_command)
 
 
 # -- entry point ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ._json import json_response
 from ._models import LabelBody, PublishBody, RenameBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
 from ._state import run_db, run_read, state
+from ._workspaces import check_name
 from .config import API_PREFIX
 
 __all__ = ["router"]
@@ -88,6 +89,7 @@ async def publish(request: Request, pri: str, body: PublishBody,
         message=body.message or "",
         author=who.author(body.author),
         at_us=None if body.at is None else to_micros(parse_time(body.at)),
+        workspace=None if body.workspace is None else (check_name(body.workspace.name), body.workspace.revision),
     )
     st = state(request)
     done = await run_db(_publish.publish, st.db, req)

@@ -1,4 +1,4 @@
-"""Routes: workspaces and snapshots."""
+"""Routes: workspaces, who declared a product as an output, and snapshots."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
+from pvc_client import parse_pri
 from sqlalchemy import Connection
 from starlette.responses import Response
 
@@ -70,6 +71,15 @@ async def delete_workspace(request: Request, name: str,
 async def workspace_history(request: Request, name: str, as_of: str | None = None,
                             _: Principal = Depends(require("read"))) -> Response:
     return json_response({"history": await _read_workspace(request, name, as_of, ws.workspace_history)})
+
+
+@router.get("/outputs/{pri}")
+async def declared_outputs(request: Request, pri: str, as_of: str | None = None,
+                           _: Principal = Depends(require("read"))) -> Response:
+    """The workspaces whose newest revision (as of the time) declares the product an output."""
+    name = parse_pri(pri).text  # a PRI@N or a malformed name is 400 invalid_pri
+    when = parse_as_of(as_of, now_us())
+    return json_response(await run_read(request, ws.declared_outputs, name, when))
 
 
 @router.post("/snapshots", status_code=201)

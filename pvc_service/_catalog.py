@@ -20,10 +20,11 @@ from ._names import (
     labels_as_of,
     latest_numbers,
 )
-from ._schema import dependencies, label_moves, products, versions
+from ._schema import dependencies, label_moves, products, version_origins, versions
 
 __all__ = ["iso", "product_summary", "list_products", "visible_products_query", "list_versions", "get_version",
-           "find_version", "product_labels", "label_history", "dependency_rows", "dependency_refs"]
+           "find_version", "product_labels", "label_history", "dependency_rows", "dependency_refs",
+           "version_workspaces"]
 
 _NUMBER_RE = re.compile(r"[1-9][0-9]{0,9}")
 _DAY_US = 86_400 * 1_000_000
@@ -111,10 +112,20 @@ def dependency_refs(conn: Connection, version_ids: list[int], as_of: int) -> dic
     return {vid: [f"{names[pid][0]}@{n}" for pid, n in deps] for vid, deps in raw.items()}
 
 
-def _summary(product: Product, row: Row[Any], deps: list[str]) -> dict[str, Any]:
+def version_workspaces(conn: Connection, version_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """version id -> ``{"name", "revision"}`` of the workspace it was published from (if it named one)."""
+    out: dict[int, dict[str, Any]] = {}
+    for batch in chunks(version_ids):
+        rows = conn.execute(select(version_origins).where(version_origins.c.version_id.in_(batch)))
+        for r in rows:
+            out[r.version_id] = {"name": r.workspace, "revision": r.revision}
+    return out
+
+
+def _summary(product: Product, row: Row[Any], deps: list[str], workspace: dict[str, Any] | None) -> dict[str, Any]:
     return {"pri": product.pri, "product_id": product.id, "number": row.number,
             "ref": f"{product.pri}@{row.number}", "created_at": iso(row.created_us),
-            "author": row.author, "message": row.message, "dependencies": deps}
+            "author": row.author, "message": row.message, "dependencies": deps, "workspace": workspace}
 
 
 def list_versions(conn: Connection, product: Product, as_of: int) -> list[dict[str, Any]]:
@@ -124,8 +135,10 @@ def list_versions(conn: Connection, product: Product, as_of: int) -> list[dict[s
         .where(versions.c.product_id == product.id, versions.c.created_us <= as_of)
         .order_by(versions.c.number)
     ).all()
-    deps = dependency_refs(conn, [r.id for r in rows], as_of)
-    return [_summary(product, r, deps.get(r.id, [])) for r in rows]
+    ids = [r.id for r in rows]
+    deps = dependency_refs(conn, ids, as_of)
+    origins = version_workspaces(conn, ids)
+    return [_summary(product, r, deps.get(r.id, []), origins.get(r.id)) for r in rows]
 
 
 def find_version(conn: Connection, product: Product, selector: str, as_of: int) -> int:
@@ -158,7 +171,8 @@ def get_version(conn: Connection, product: Product, number: int, as_of: int) -> 
     ).first()
     if row is None:
         raise NotFound(f"no version {product.pri}@{number} as of {iso(as_of)}")
-    out = _summary(product, row, dependency_refs(conn, [row.id], as_of).get(row.id, []))
+    out = _summary(product, row, dependency_refs(conn, [row.id], as_of).get(row.id, []),
+                   version_workspaces(conn, [row.id]).get(row.id))
     labels = labels_as_of(conn, [product.id], as_of).get(product.id, {})
     out["manifest"] = row.manifest
     out["labels"] = sorted(name for name, n in labels.items() if n == number)

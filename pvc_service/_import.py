@@ -2,8 +2,9 @@
 
 One line is one publish (docs/pvc-cli.md, "pvc import"): the same rules are
 checked as for ``POST /products/{pri}/versions`` and the same rows are written
-(products, product_names, versions, dependencies, label_moves, events), so an
-imported store answers exactly like the same history published line by line
+(products, product_names, versions, version_origins, dependencies,
+label_moves, events), so an imported store answers exactly like the same
+history published line by line
 (except for the feed events' ``time``, which is the import's time, as a
 publish's event is dated when it is made).
 
@@ -55,20 +56,27 @@ from ._schema import (
     label_moves,
     product_names,
     products,
+    version_origins,
     versions,
 )
+from ._workspaces import check_name, check_origin
 
 __all__ = ["FIELDS", "ImportRefused", "ImportReport", "import_history", "main"]
 
-FIELDS = frozenset({"pri", "number", "created_at", "author", "message", "manifest", "dependencies", "labels"})
+FIELDS = frozenset({"pri", "number", "created_at", "author", "message", "manifest", "dependencies", "labels",
+                    "workspace"})
 BATCH = 20_000  # versions per executemany batch
 # the limits of a publish body (pvc_service._models.PublishBody)
 _TEXT, _MESSAGE, _LIST, _LABELS = 256, 64 * 1024, 100_000, 1000
-_TABLES = (products, product_names, versions, dependencies, label_moves, events)  # foreign keys first
+# foreign keys first
+_TABLES = (products, product_names, versions, version_origins, dependencies, label_moves, events)
+# the tables whose ids the import hands out (version_origins is keyed by its version's id)
+_ID_TABLES = tuple(t for t in _TABLES if "id" in t.c)
 _COLUMNS = {
     "products": ("id", "created_us"),
     "product_names": ("id", "product_id", "name", "began_us"),
     "versions": ("id", "product_id", "number", "created_us", "author", "message", "manifest"),
+    "version_origins": ("version_id", "workspace", "revision"),
     "dependencies": ("id", "version_id", "position", "dep_product_id", "dep_number"),
     "label_moves": ("id", "product_id", "label", "number", "moved_us", "author"),
     "events": ("id", "time_us", "kind", "pri", "data"),
@@ -138,7 +146,7 @@ class _Importer:
         # every name ever given in the store, at once: one query instead of one a line
         self.store_names: dict[str, int] = dict(conn.execute(select(product_names.c.name,
                                                                     product_names.c.product_id)).all())
-        self.next_id = {t.name: self._max_id(t) + 1 for t in _TABLES}
+        self.next_id = {t.name: self._max_id(t) + 1 for t in _ID_TABLES}
         self.rows: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in _TABLES}
         mark = "?" if conn.dialect.paramstyle in ("qmark", "numeric") else "%s"
         # plain executemany of tuples: SQLAlchemy's per-row parameter processing would cost
@@ -149,6 +157,7 @@ class _Importer:
         self.pending_versions = 0
         self.blobs_ok: dict[str, int] = {}  # sha256 -> size, checked against the store
         self.blobs_wanted: dict[tuple[str, int], tuple[int, str]] = {}  # (sha, size) -> (line, path)
+        self.origins_ok: set[tuple[str, int]] = set()  # workspace revisions checked against the store
         self.report = ImportReport()
 
     def _max_id(self, table: Table) -> int:
@@ -280,6 +289,7 @@ class _Importer:
         entries = validate_manifest(manifest)
         refs = _strings(n, obj, "dependencies", _LIST)
         labels = list(dict.fromkeys(settable_label(label) for label in _strings(n, obj, "labels", _LABELS)))
+        origin = self._origin(n, obj.get("workspace"))
 
         p = self._own_product(name)
         last = 0 if p is None else p.last
@@ -324,6 +334,8 @@ class _Importer:
         version_id = self._take_id(versions)
         self.rows["versions"].append((version_id, p.id, number, at, author, message,
                                       _compact([e.to_json() for e in entries])))
+        if origin is not None:
+            self.rows["version_origins"].append((version_id, *origin))
         for position, (target, dep_number) in enumerate(deps):
             self.rows["dependencies"].append((self._take_id(dependencies), version_id, position, target.id,
                                               dep_number))
@@ -341,6 +353,24 @@ class _Importer:
         self.pending_versions += 1
         if self.pending_versions >= self.batch:
             self.flush()
+
+    def _origin(self, n: int, value: Any) -> tuple[str, int] | None:
+        """A line's ``workspace`` ({"name", "revision"} as in a publish), checked against the store.
+
+        An import creates no workspaces, so the revision must be stored
+        already; each one is asked about once.
+        """
+        if value is None:
+            return None
+        if (not isinstance(value, dict) or set(value) != {"name", "revision"}
+                or not isinstance(value["name"], str) or type(value["revision"]) is not int
+                or not 1 <= value["revision"] <= 2**31 - 1):
+            raise _refuse(n, "'workspace' must be {\"name\": NAME, \"revision\": N} (N >= 1)")
+        origin = (check_name(value["name"]), value["revision"])
+        if origin not in self.origins_ok:
+            check_origin(self.conn, *origin)  # a ServiceError: refused with its message by `line`
+            self.origins_ok.add(origin)
+        return origin
 
     def _event(self, kind: str, pri: str, data: dict[str, Any]) -> None:
         self.rows["events"].append((self._take_id(events), self.now, kind, pri, _compact(data)))
@@ -394,7 +424,7 @@ class _Importer:
         self.flush()
         if self.conn.dialect.name == "postgresql":
             # ids were given explicitly: move the sequences past them
-            for table in _TABLES:
+            for table in _ID_TABLES:
                 if not self.written[table.name]:
                     continue
                 self.conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "

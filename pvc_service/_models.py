@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "WorkspaceBody",
+__all__ = ["WorkspaceOrigin", "PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "WorkspaceBody",
            "SnapshotBody"]
 
 _TEXT = 256
@@ -23,6 +23,13 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class WorkspaceOrigin(_Body):
+    """The workspace revision a version is published from (its name's grammar is checked in the route)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    revision: int = Field(ge=1, le=2**31 - 1)
+
+
 class PublishBody(_Body):
     # entries stay raw so that validate_manifest gives the precise reason
     manifest: list[Any] = Field(default_factory=list)
@@ -31,6 +38,7 @@ class PublishBody(_Body):
     message: str | None = Field(None, max_length=_MESSAGE)
     author: str | None = Field(None, max_length=_TEXT)
     at: str | None = Field(None, max_length=_TEXT, description="publish time (any accepted time form)")
+    workspace: WorkspaceOrigin | None = Field(None, description="the workspace revision it was made in")
 
 
 class RenameBody(_Body):
@@ -61,7 +69,8 @@ class WorkspaceBody(_Body):
     pin: str | None = Field(None, max_length=_TEXT)
     prefer: list[str] = Field(default_factory=list, max_length=1000)
     overrides: list[str] = Field(default_factory=list, max_length=_LIST)
-    outputs: list[str] = Field(default_factory=list, max_length=_LIST)
+    outputs: list[str] = Field(default_factory=list, max_length=_LIST,
+                               description="the products this workspace makes (PRIs, no version)")
     author: str | None = Field(None, max_length=_TEXT)
 
 

@@ -27,7 +27,8 @@ from ._names import (
     now_us,
     product_by_id,
 )
-from ._schema import blobs, dependencies, label_moves, product_names, products, versions
+from ._schema import blobs, dependencies, label_moves, product_names, products, version_origins, versions
+from ._workspaces import check_origin
 
 __all__ = ["PublishInput", "Published", "publish", "rename", "set_label", "delete_label"]
 
@@ -46,6 +47,8 @@ class PublishInput:
     message: str = ""
     author: str = "anonymous"
     at_us: int | None = None
+    # (workspace name, revision) the version was made in, checked to exist
+    workspace: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,8 @@ def _publish(conn: Connection, req: PublishInput) -> Published:
 
     deps = _resolve_dependencies(conn, req.dependencies, at)
     _check_blobs(conn, req.entries)
+    if req.workspace is not None:
+        check_origin(conn, *req.workspace)
 
     if product_id is None:
         product_id = int(conn.execute(products.insert().values(created_us=at)).inserted_primary_key[0])
@@ -118,6 +123,9 @@ def _publish(conn: Connection, req: PublishInput) -> Published:
         product_id=product_id, number=number, created_us=at, author=req.author,
         message=req.message, manifest=[e.to_json() for e in req.entries],
     )).inserted_primary_key[0]
+    if req.workspace is not None:
+        conn.execute(version_origins.insert().values(version_id=version_id, workspace=req.workspace[0],
+                                                     revision=req.workspace[1]))
     if deps:
         conn.execute(dependencies.insert(), [
             {"version_id": version_id, "position": i, "dep_product_id": pid, "dep_number": n}

@@ -27,10 +27,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "products", "product_names", "versions",
-           "dependencies", "blobs", "label_moves", "events", "workspaces",
+           "dependencies", "version_origins", "blobs", "label_moves", "events", "workspaces",
            "workspace_revisions", "snapshots", "ALL_TABLES"]
 
-# Bumped by every schema change; a migration step reads the stored value.
+# Bumped by every schema change an older service could not live with; a
+# migration step reads the stored value. A table added for a new feature
+# (``version_origins``) is not such a change: ``create_all`` adds it, and an
+# older service simply never reads or writes it.
 SCHEMA_VERSION = 1
 
 # SQLite only auto-increments an ``INTEGER PRIMARY KEY`` (not BIGINT), so ids
@@ -118,6 +121,19 @@ dependencies = Table(
     Column("dep_product_id", Id, ForeignKey("products.id"), nullable=False),
     Column("dep_number", Integer, nullable=False),
     Index("ix_dependencies_version", "version_id", "position"),
+)
+
+# The workspace (and its revision) a version was published from, for the
+# versions whose publish named one. A table of its own rather than a column of
+# ``versions``: ``metadata.create_all`` adds a missing table to an existing
+# database at start, but never a missing column, and there is no migration
+# step. The name is kept as text (not the workspace's id) because that is what
+# the API answers and a workspace is known by its name for good.
+version_origins = Table(
+    "version_origins", metadata,
+    Column("version_id", Id, ForeignKey("versions.id"), primary_key=True, autoincrement=False),
+    Column("workspace", String(128), nullable=False),
+    Column("revision", Integer, nullable=False),
 )
 
 blobs = Table(

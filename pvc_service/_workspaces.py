@@ -3,6 +3,11 @@
 Every change to a workspace is a new revision; a deletion is a revision marked
 ``deleted``. A snapshot's id is derived from its content, so posting the same
 record twice yields the same snapshot.
+
+A workspace's ``outputs`` are the products its artist makes. Who declared a
+product is read from the newest revision of every workspace
+(`declared_outputs`); a version may name the workspace revision it was
+published from (`check_origin`, and ``version_origins`` in the schema).
 """
 
 from __future__ import annotations
@@ -12,20 +17,20 @@ import json
 import re
 from typing import Any
 
-from pvc_client import format_time, parse_label, parse_pri, parse_ref, parse_time
-from sqlalchemy import Connection, Select, func, select
+from pvc_client import InvalidPRI, format_time, parse_label, parse_pri, parse_ref, parse_time
+from sqlalchemy import Connection, Select, Text, func, or_, select, type_coerce
 
 from ._catalog import iso
 from ._db import Database
 from ._errors import Invalid, NotFound, must_match
 from ._events import record_event
 from ._models import WorkspaceBody
-from ._names import now_us
-from ._schema import snapshots, workspace_revisions, workspaces
+from ._names import find_product, now_us
+from ._schema import product_names, snapshots, workspace_revisions, workspaces
 
 __all__ = ["check_name", "normalize_spec", "put_workspace", "delete_workspace", "get_workspace",
-           "list_workspaces", "workspace_history", "snapshot_id", "check_snapshot_id",
-           "create_snapshot", "get_snapshot"]
+           "list_workspaces", "workspace_history", "declared_outputs", "check_origin", "snapshot_id",
+           "check_snapshot_id", "create_snapshot", "get_snapshot"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _STRATEGY_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -53,13 +58,31 @@ def normalize_spec(body: WorkspaceBody) -> dict[str, Any]:
         "pin": None if body.pin is None else format_time(parse_time(body.pin)),
         "prefer": [parse_label(p) for p in body.prefer],
         "overrides": overrides,
-        "outputs": list(dict.fromkeys(str(parse_pri(p)) for p in body.outputs)),
+        # in the order given, each once: the order is the artist's, a repeat is a slip
+        "outputs": list(dict.fromkeys(_output(text) for text in body.outputs)),
     }
 
 
+def _output(text: str) -> str:
+    """An output as stored: a product's PRI, without a version (an output is what the next version is of)."""
+    if "@" in text:
+        raise Invalid(f"output {text[:300]!r}: an output names a product (PRI), not a version or label "
+                      f"(PRI@N, PRI@label)", "invalid_pri")
+    try:
+        return parse_pri(text).text
+    except InvalidPRI as error:
+        raise Invalid(f"output: {error.message}", "invalid_pri") from None
+
+
+def _record(name: str, spec: dict[str, Any], revision: int, changed_us: int, author: str,
+            deleted: bool) -> dict[str, Any]:
+    # revisions stored before outputs existed have no such key: they declared none
+    return {"outputs": [], **spec, "name": name, "revision": revision, "changed_at": iso(changed_us),
+            "author": author, "deleted": bool(deleted)}
+
+
 def _workspace_json(name: str, row: Any) -> dict[str, Any]:
-    return {**row.spec, "name": name, "revision": row.revision, "changed_at": iso(row.changed_us),
-            "author": row.author, "deleted": bool(row.deleted)}
+    return _record(name, row.spec, row.revision, row.changed_us, row.author, row.deleted)
 
 
 def _current(conn: Connection, name: str) -> tuple[int | None, Any]:
@@ -97,8 +120,7 @@ def _revise(conn: Connection, ws_id: int, name: str, last: Any, spec: dict[str, 
               "deleted": deleted, "spec": spec}
     conn.execute(workspace_revisions.insert().values(**values))
     record_event(conn, "workspace", now, None, name=name, revision=revision)
-    return {**spec, "name": name, "revision": revision, "changed_at": iso(changed), "author": author,
-            "deleted": deleted}
+    return _record(name, spec, revision, changed, author, deleted)
 
 
 def _revisions(name: str, as_of: int) -> Select[Any]:
@@ -117,19 +139,23 @@ def get_workspace(conn: Connection, name: str, as_of: int) -> dict[str, Any]:
     return _workspace_json(name, row)
 
 
-def list_workspaces(conn: Connection, as_of: int) -> list[dict[str, Any]]:
+def _newest_revisions(as_of: int) -> Select[Any]:
+    """(name, revision columns...) of each workspace's newest revision made at or before ``as_of``."""
     newest = (
         select(workspace_revisions.c.workspace_id, func.max(workspace_revisions.c.revision).label("revision"))
         .where(workspace_revisions.c.changed_us <= as_of)
         .group_by(workspace_revisions.c.workspace_id).subquery()
     )
-    rows = conn.execute(
+    return (
         select(workspaces.c.name, workspace_revisions)
         .join(workspace_revisions, workspace_revisions.c.workspace_id == workspaces.c.id)
         .join(newest, (newest.c.workspace_id == workspace_revisions.c.workspace_id)
               & (newest.c.revision == workspace_revisions.c.revision))
-        .order_by(workspaces.c.name)
-    ).all()
+    )
+
+
+def list_workspaces(conn: Connection, as_of: int) -> list[dict[str, Any]]:
+    rows = conn.execute(_newest_revisions(as_of).order_by(workspaces.c.name)).all()
     return [_workspace_json(r.name, r) for r in rows if not r.deleted]
 
 
@@ -138,6 +164,63 @@ def workspace_history(conn: Connection, name: str, as_of: int) -> list[dict[str,
     if not rows:
         raise NotFound(f"no workspace {name!r}")
     return [_workspace_json(name, r) for r in rows]
+
+
+def declared_outputs(conn: Connection, pri: str, as_of: int) -> dict[str, Any]:
+    """Every workspace whose newest revision as of ``as_of`` declares the product ``pri`` an output.
+
+    ``pri`` may be any name the product had by then: a workspace that declared
+    it under an older name (before a rename) declared the same product. A name
+    no product had by then is a product to come; it is matched as written.
+    """
+    product = find_product(conn, pri, as_of)
+    if product is None:
+        canonical, names = pri, {pri}
+    else:
+        canonical = product.pri
+        # every name it had by then (``pri`` among them); a name given later was another product then
+        names = set(conn.execute(select(product_names.c.name).where(
+            product_names.c.product_id == product.id, product_names.c.began_us <= as_of)).scalars())
+    # Specs are JSON text, so no index can answer "which outputs hold X"; a text
+    # match on the stored JSON ('"X"') keeps out the specs that cannot hold it
+    # without decoding them all (a spec can list 100,000 roots). It also matches
+    # a root or override naming X, so the decoded outputs decide. autoescape:
+    # '_' is a LIKE wildcard and common in PRIs.
+    spec_text = type_coerce(workspace_revisions.c.spec, Text)
+    may_hold = or_(*(spec_text.contains(json.dumps(name), autoescape=True) for name in sorted(names)))
+    rows = conn.execute(_newest_revisions(as_of).where(may_hold)).all()
+    found = [
+        {"name": r.name, "revision": r.revision, "changed_at": iso(r.changed_us), "author": r.author}
+        for r in rows
+        if not r.deleted and not names.isdisjoint(r.spec.get("outputs") or ())
+    ]
+    # sorted here, not by the database: PostgreSQL orders text by its collation, SQLite by code point
+    found.sort(key=lambda w: w["name"])
+    return {"pri": canonical, "workspaces": found}
+
+
+def check_origin(conn: Connection, name: str, revision: int) -> None:
+    """404 unless the workspace ``name`` exists now and ``revision`` is one of its specs.
+
+    Called inside a publish's write transaction, so the revision checked is
+    the one recorded. The revision need not be the newest: a mount publishes
+    from the revision it runs, which a TD may have changed since. A revision
+    that deleted the workspace is no context anyone worked in, and a deleted
+    workspace takes no new versions.
+    """
+    ws_id, last = _current(conn, name)
+    if ws_id is None or last is None:
+        raise NotFound(f"no workspace {name!r}: a version's workspace must exist")
+    if last.deleted:
+        raise NotFound(f"workspace {name!r} was deleted (revision {last.revision}); it takes no new versions")
+    if revision > last.revision:
+        raise NotFound(f"workspace {name!r} has no revision {revision} (its newest is {last.revision})")
+    deleted = conn.execute(select(workspace_revisions.c.deleted).where(
+        workspace_revisions.c.workspace_id == ws_id, workspace_revisions.c.revision == revision)).scalar()
+    if deleted is None:
+        raise NotFound(f"workspace {name!r} has no revision {revision}")
+    if deleted:
+        raise NotFound(f"revision {revision} of workspace {name!r} is a deletion, not a spec to work in")
 
 
 def canonical_json(record: dict[str, Any]) -> bytes:

@@ -184,6 +184,51 @@ def test_workspaces_and_snapshots(pvc: Pvc, pri: str, tree: Path, tmp_path: Path
     pvc.fails(2, "snapshot", "create", str(record))
 
 
+def test_workspace_outputs(pvc: Pvc, pri: str, tree: Path) -> None:
+    name = pri.replace(":", "_")
+    comp, fx = pri.replace("lgt", "comp"), pri.replace("lgt", "fx")
+    created = json.loads(pvc.ok("workspace", "create", name, "--output", pri, "--output", comp, "--output", pri,
+                                "--json"))
+    assert created["outputs"] == [pri, comp]
+    shown = [line.split() for line in pvc.ok("workspace", "show", name).splitlines()]
+    assert ["outputs", pri] in shown and [comp] in shown
+    ws = json.loads(pvc.ok("workspace", "set", name, "--output", fx, "--remove-output", comp, "--json"))
+    assert ws["outputs"] == [pri, fx] and ws["revision"] == 2
+    # dropping what is not an output is an error, and changes nothing
+    error = pvc.fails(2, "workspace", "set", name, "--remove-output", comp)
+    assert f"{comp!r} is not an output of workspace {name!r} (outputs: {pri}, {fx})" in error
+    assert "not a version" in pvc.fails(2, "workspace", "set", name, "--output", f"{pri}@1")
+    # refused before any request: the same answer with no service there
+    offline = Pvc(closed_port_url(), pvc.capsys)
+    assert "not a version" in offline.fails(2, "workspace", "create", name + "_v", "--output", f"{pri}@approved")
+    assert "not a version" in offline.fails(2, "workspace", "set", name, "--remove-output", f"{pri}@2")
+    assert json.loads(pvc.ok("workspace", "show", name, "--json"))["revision"] == 2
+    history = pvc.ok("workspace", "history", name).splitlines()
+    assert f"outputs={pri},{comp}" in history[1] and f"outputs={pri},{fx}" in history[2]
+
+    # who makes what
+    other = name + "_other"
+    pvc.ok("workspace", "create", other, "--output", pri, "--root", comp)
+    rows = [line.split() for line in pvc.ok("outputs", pri).splitlines()]
+    assert rows[0] == ["WORKSPACE", "REV", "CHANGED", "AUTHOR"] and [r[:2] for r in rows[1:]] == [[name, "2"], [other, "1"]]
+    found = json.loads(pvc.ok("outputs", comp, "--json"))
+    assert found == {"pri": comp, "workspaces": []}
+    assert pvc.ok("outputs", comp) == "" and "no workspace declares" in pvc.err
+    assert [w["name"] for w in json.loads(pvc.ok("outputs", comp, "--as-of", created["changed_at"], "--json"))
+            ["workspaces"]] == [name]
+    pvc.fails(2, "outputs", f"{pri}@1")
+
+    # a publish says which workspace it came from: its current revision
+    version = json.loads(pvc.ok("publish", pri, str(tree), "--workspace", name, "--json"))
+    assert version["workspace"] == {"name": name, "revision": 2}
+    assert ["workspace", name, "(revision", "2)"] in [line.split() for line in pvc.ok("show", pri).splitlines()]
+    plain = json.loads(pvc.ok("publish", pri, str(tree), "--json"))
+    assert plain["workspace"] is None
+    assert ["workspace", "-"] in [line.split() for line in pvc.ok("show", pri).splitlines()]
+    assert "no workspace" in pvc.fails(3, "publish", pri, str(tree), "--workspace", name + "_nobody")
+    assert [v["number"] for v in json.loads(pvc.ok("versions", pri, "--json"))] == [1, 2]
+
+
 def _script(name: str) -> str:
     found = shutil.which(name, path=str(Path(sys.executable).parent))
     assert found, f"the {name} console script is not installed next to {sys.executable}"

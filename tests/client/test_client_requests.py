@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -277,3 +278,68 @@ def test_a_given_transport_is_used_as_is() -> None:
 
     run(main)
     assert seen == ["https://pvc.example.org:9000/api/v1/health"]
+
+
+def test_workspace_outputs_and_origins_in_requests() -> None:
+    script = Script(httpx.Response(200, json={"ref": "spies-lgt@1", "pri": "spies-lgt", "workspaces": []}))
+    record = {"name": "lgt", "revision": 4, "changed_at": "2020-01-01T00:00:00.000000Z", "outputs": ["spies-lgt"]}
+
+    async def main() -> None:
+        async with script.client() as c:
+            await c.put_workspace("lgt", {"roots": [], "outputs": ["spies-lgt", "spies:1-comp"]})
+            await c.put_workspace("lgt", {"roots": []})
+            await c.publish("spies-lgt", [], workspace={"name": "lgt", "revision": 3})
+            await c.publish("spies-lgt", [], workspace=record)  # a fetched Workspace: its name and revision
+            await c.publish("spies-lgt", [])
+            await c.declared_outputs("spies:100:10-lgt:walter")
+            await c.declared_outputs("spies-lgt", as_of="2019-01-24T19:00:00+01:00")
+        assert script.json_body(0)["outputs"] == ["spies-lgt", "spies:1-comp"]
+        assert "outputs" not in script.json_body(1)  # not given: not sent (an older service refuses the key)
+        assert script.json_body(2)["workspace"] == {"name": "lgt", "revision": 3}
+        assert script.json_body(3)["workspace"] == {"name": "lgt", "revision": 4}
+        assert "workspace" not in script.json_body(4)
+        assert script.requests[5].method == "GET"
+        assert script.requests[5].url.raw_path == b"/api/v1/outputs/spies:100:10-lgt:walter"
+        assert script.requests[6].url.params["as_of"] == "2019-01-24T18:00:00.000000Z"
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc"),
+    [
+        (lambda c: c.put_workspace("shot", {"outputs": ["spies-lgt@3"]}), InvalidPRI),
+        (lambda c: c.put_workspace("shot", {"outputs": ["spies-lgt@approved"]}), InvalidPRI),
+        (lambda c: c.put_workspace("shot", {"outputs": ["approved"]}), InvalidPRI),
+        (lambda c: c.declared_outputs("spies-lgt@3"), InvalidPRI),
+        (lambda c: c.declared_outputs("spies-lgt", as_of="soon"), InvalidTime),
+        (lambda c: c.publish("spies-lgt", [], workspace={"name": "lgt"}), InvalidInput),
+        (lambda c: c.publish("spies-lgt", [], workspace={"name": "lgt", "revision": 0}), InvalidInput),
+        (lambda c: c.publish("spies-lgt", [], workspace={"name": "lgt", "revision": True}), InvalidInput),
+        (lambda c: c.publish("spies-lgt", [], workspace={"name": "", "revision": 1}), InvalidInput),
+        (lambda c: c.publish("spies-lgt", [], workspace="lgt"), InvalidInput),
+    ],
+)
+def test_bad_outputs_and_origins_are_refused_before_any_request(call, exc: type[Exception]) -> None:
+    script = Script()
+
+    async def main() -> None:
+        async with script.client() as c:
+            with pytest.raises(exc):
+                await call(c)
+        assert script.requests == []
+
+    run(main)
+
+
+def test_a_bad_origin_is_refused_before_any_upload(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"a")
+    script = Script()
+
+    async def main() -> None:
+        async with script.client() as c:
+            with pytest.raises(InvalidInput, match="revision"):
+                await c.publish_directory("spies-lgt", tmp_path, workspace={"name": "lgt", "revision": -1})
+        assert script.requests == []  # not even the question which blobs the store lacks
+
+    run(main)

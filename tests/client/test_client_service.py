@@ -281,6 +281,35 @@ def test_workspaces_and_snapshots(url: str, pri: str, tree: Path) -> None:
     arun(url, main)
 
 
+def test_outputs_and_version_origins(url: str, pri: str, tree: Path) -> None:
+    name = pri.replace(":", "_")
+    other = pri.replace("lgt", "comp")
+
+    async def main(c: PVCClient) -> None:
+        first = await c.put_workspace(name, {"roots": [], "outputs": [pri, other, pri]})
+        assert first["outputs"] == [pri, other]
+        ws = await c.put_workspace(name, {**first, "outputs": [pri]})
+        assert ws["revision"] == 2 and [w["outputs"] for w in await c.workspace_history(name)] == [[pri, other], [pri]]
+        found = await c.declared_outputs(pri)
+        assert found["pri"] == pri and [(w["name"], w["revision"]) for w in found["workspaces"]] == [(name, 2)]
+        assert (await c.declared_outputs(other))["workspaces"] == []
+        assert [w["name"] for w in (await c.declared_outputs(other, as_of=first["changed_at"]))["workspaces"]] == [name]
+
+        v1 = await c.publish_directory(pri, tree, workspace={"name": name, "revision": 1})
+        assert v1["workspace"] == {"name": name, "revision": 1}
+        v2 = await c.publish_directory(pri, tree, workspace=ws)
+        assert v2["workspace"] == {"name": name, "revision": 2}
+        assert (await c.get_version(pri, 1))["workspace"] == {"name": name, "revision": 1}
+        assert [v["workspace"]["revision"] for v in await c.list_versions(pri)] == [1, 2]
+        with pytest.raises(NotFound, match="no revision 3"):
+            await c.publish_directory(pri, tree, workspace={"name": name, "revision": 3})
+        with pytest.raises(NotFound, match="no workspace"):
+            await c.publish(pri, [], workspace={"name": name + "_nobody", "revision": 1})
+        assert [v["number"] for v in await c.list_versions(pri)] == [1, 2]
+
+    arun(url, main)
+
+
 def test_tokens_and_roles(tmp_path: Path) -> None:
     tokens = {"read-token-1": ("read", "viewer"), "publish-token-1": ("publish", "lighter"), "admin-token-1": ("admin", "boss")}
     with running_service(tmp_path / "data", tokens=tokens) as svc:

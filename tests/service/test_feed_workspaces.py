@@ -105,7 +105,7 @@ async def test_feed_timeout_and_bad_parameters(api: httpx.AsyncClient) -> None:
 
 async def test_workspace_revisions_and_history(api: httpx.AsyncClient) -> None:
     spec = {"roots": [PRI, "spies:asset-model@3"], "strategy": "latest", "pin": None,
-            "prefer": ["approved", "published"], "overrides": ["spies:asset-tex@2"]}
+            "prefer": ["approved", "published"], "overrides": ["spies:asset-tex@2"], "outputs": [PRI]}
     r = await api.put("/workspaces/walter", json=spec | {"author": "kim"})
     assert r.status_code == 200, r.text
     first = r.json()
@@ -131,6 +131,7 @@ async def test_workspace_revisions_and_history(api: httpx.AsyncClient) -> None:
     # re-creating continues the revisions
     again = (await api.put("/workspaces/walter", json={"roots": [PRI]})).json()
     assert again["revision"] == 4 and again["strategy"] == "latest" and again["overrides"] == []
+    assert again["outputs"] == []
 
 
 async def test_workspace_bad_input(api: httpx.AsyncClient) -> None:

@@ -195,6 +195,9 @@ BAD_LINES = {
     "latest label": ({**GOOD, "labels": ["latest"]}, "cannot be set"),
     "bad label": ({**GOOD, "labels": ["Bad"]}, "a label is"),
     "missing blob": ({**GOOD, "manifest": [_blob_line(b"never uploaded")]}, "not uploaded"),
+    "unknown workspace": ({**GOOD, "workspace": {"name": "nobody", "revision": 1}}, "no workspace 'nobody'"),
+    "malformed workspace": ({**GOOD, "workspace": {"name": "lgt"}}, "'workspace' must be"),
+    "workspace name": ({**GOOD, "workspace": {"name": "-x", "revision": 1}}, "a workspace name is"),
 }
 
 
@@ -317,3 +320,28 @@ async def test_label_dependencies_see_stored_and_imported_moves(app: Any, api: h
     assert anim["dependencies"] == [f"{pri}@3"]
     assert lgt["dependencies"] == [f"{pri}@1", "spies:100:10-anim@1"]
     assert (await api.get(f"/products/{pri}/versions")).json()["versions"][-1]["number"] == 3
+
+
+@pytest.mark.anyio
+async def test_import_records_workspaces(app: Any, api: httpx.AsyncClient) -> None:
+    """A line's ``workspace`` is checked against the store's workspaces and answered like a publish's."""
+    for outputs in (["spies:100:10-lgt"], ["spies:100:10-lgt", "spies:100:10-comp"]):
+        r = await api.put("/workspaces/lgt", json={"outputs": outputs})
+        assert r.status_code == 200, r.text
+    lines = [
+        {"pri": "spies:100:10-lgt", "workspace": {"name": "lgt", "revision": 1}},
+        {"pri": "spies:100:10-lgt"},
+        {"pri": "spies:100:10-comp", "workspace": {"name": "lgt", "revision": 2}},
+        {"pri": "spies:100:10-lgt", "workspace": {"name": "lgt", "revision": 1}},
+    ]
+    report = _import.import_history(app.state.pvc.db, [json.dumps(x) for x in lines])
+    assert report.versions == 4
+    listed = (await api.get("/products/spies:100:10-lgt/versions")).json()["versions"]
+    assert [v["workspace"] for v in listed] == [{"name": "lgt", "revision": 1}, None, {"name": "lgt", "revision": 1}]
+    comp = (await api.get("/products/spies:100:10-comp/versions/1")).json()
+    assert comp["workspace"] == {"name": "lgt", "revision": 2}
+    # a revision the store lacks refuses the line, and nothing of the file is written
+    with pytest.raises(_import.ImportRefused, match="line 2: workspace 'lgt' has no revision 3"):
+        _import.import_history(app.state.pvc.db, [json.dumps(lines[1]),
+                                                  json.dumps({**lines[0], "workspace": {"name": "lgt", "revision": 3}})])
+    assert len((await api.get("/products/spies:100:10-lgt/versions")).json()["versions"]) == 3
