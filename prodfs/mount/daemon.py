@@ -255,7 +255,7 @@ class Daemon:
                 return {**doc, "dry_run": True}
             version = await publish_manifest(
                 self.client, pri, manifest, sources, dependencies=deps, labels=list(req.get("labels") or ()),
-                message=str(req.get("message") or ""), author=_user_name(uid))  # TODO-ORIGIN
+                message=str(req.get("message") or ""), author=_user_name(uid), workspace=self.outputs.origin())
             out.tree.rebase(version["number"])
         log.info("published %s@%s from the output tree (%d entries, %d dependencies)",
                  pri, version["number"], len(manifest), len(deps))
