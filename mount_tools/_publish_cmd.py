@@ -49,14 +49,15 @@ def cmd_publish(opts: argparse.Namespace) -> int:
 
 
 def _human(doc: dict) -> None:
-    deps = doc.get("dependencies") or []
+    deps = ", ".join(doc.get("dependencies") or []) or "none"
+    base = doc.get("base") or "none"
     if doc.get("dry_run"):
-        print(f"would publish {doc['pri']} ({doc['entries']} entries, {doc['files_to_upload']} written files, "
-              f"from version {doc.get('base') or 'none'})")
-    else:
-        print(doc["ref"])
-        print(f"  {doc['entries']} entries, from version {doc.get('base') or 'none'}", file=sys.stderr)
-    print(f"  dependencies: {', '.join(deps) if deps else 'none'}", file=sys.stderr if not doc.get("dry_run") else sys.stdout)
+        print(f"would publish {doc['pri']}: {doc['entries']} entries, {doc['files_to_upload']} written files, "
+              f"from version {base}")
+        print(f"  dependencies: {deps}")
+        return
+    print(doc["ref"])  # the one line on stdout, for scripts
+    print(f"  {doc['entries']} entries, from version {base}; dependencies: {deps}", file=sys.stderr)
 
 
 def add_parser(sub: object) -> None:

@@ -19,7 +19,7 @@ import shutil
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import trio
 
@@ -113,8 +113,8 @@ async def publish_directory(
     for entry, local in scanned:
         if local is not None and entry.sha256 is not None:
             sources.setdefault(entry.sha256, (local, entry.size))
-    return await publish_manifest(client, pri, manifest, sources, dependencies=dependencies, labels=labels,
-                                  message=message, author=author, at=at, progress=progress, workspace=workspace)
+    return await _upload_and_publish(client, pri, manifest, sources, dependencies=dependencies, labels=labels,
+                                     message=message, author=author, at=at, progress=progress, workspace=workspace)
 
 
 def _check_publish(pri: str, dependencies: Sequence[str], labels: Sequence[str], at: TimeArg,
@@ -152,6 +152,13 @@ async def publish_manifest(
     (`PVCClient.publish`).
     """
     _check_publish(pri, dependencies, labels, at, workspace)
+    return await _upload_and_publish(client, pri, manifest, sources, dependencies=dependencies, labels=labels,
+                                     message=message, author=author, at=at, progress=progress, workspace=workspace)
+
+
+async def _upload_and_publish(client: Store, pri: str, manifest: list[JSON], sources: dict[str, tuple[Path, int]],
+                              *, progress: Progress | None, **publish: Any) -> JSON:
+    """The upload and the publish, of arguments already checked (`_check_publish`)."""
     missing = await client.missing_blobs(list(sources))
     meter = _Meter(sum(sources[sha][1] for sha in missing), len(missing), progress)
     meter.add(0)  # the totals, from the start
@@ -177,10 +184,7 @@ async def publish_manifest(
     small, large = _split_by_size((sha, sources[sha][1]) for sha in missing)
     jobs = [upload_pack(pack) for pack in plan_packs(small)] + [upload(sha) for sha, _ in large]
     await _run_all(jobs, client.TRANSFER_CONCURRENCY)
-    return await client.publish(
-        pri, manifest, dependencies=dependencies, labels=labels, message=message, author=author, at=at,
-        workspace=workspace,
-    )
+    return await client.publish(pri, manifest, **publish)
 
 
 class _HashingSink:

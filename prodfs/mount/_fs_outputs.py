@@ -59,6 +59,7 @@ class OutputOps:
         def _entry(self, ino: int, mode: int, size: int, t_ns: int, entry_timeout: float, attr_timeout: float,
                    blksize: int = ...) -> pyfuse3.EntryAttributes: ...
         async def _pread(self, sha: str, blob_size: int, size: int, off: int) -> bytes | memoryview: ...
+        def _negative(self, parent: int, timeout: float | None = None) -> pyfuse3.EntryAttributes: ...
 
     # -- attributes ----------------------------------------------------------
     def _out_attrs(self, out: Output, item: Item) -> pyfuse3.EntryAttributes:
@@ -84,11 +85,8 @@ class OutputOps:
     def out_lookup(self, parent: int, name: str) -> pyfuse3.EntryAttributes:
         out, dir_item = self._out_dir(parent)
         item = out.tree.child(dir_item.id, name)
-        if item is None:
-            a = pyfuse3.EntryAttributes()
-            a.st_ino = 0  # a negative entry, kept as long as the others (a create through this mount drops it)
-            a.entry_timeout = OUTPUT_TIMEOUT
-            return a
+        if item is None:  # kept as long as the others: a create through this mount drops it
+            return self._negative(parent, OUTPUT_TIMEOUT)
         return self._out_attrs(out, item)
 
     def out_getattr(self, ino: int) -> pyfuse3.EntryAttributes:

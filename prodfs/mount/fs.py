@@ -217,11 +217,11 @@ class Operations(OutputOps, pyfuse3.Operations):
             return LONG, LONG
         return self.daemon.root_timeout, self.daemon.root_timeout
 
-    def _negative(self, parent: int) -> pyfuse3.EntryAttributes:
+    def _negative(self, parent: int, timeout: float | None = None) -> pyfuse3.EntryAttributes:
         self.stats.negative_lookups += 1
         a = pyfuse3.EntryAttributes()
         a.st_ino = 0
-        a.entry_timeout = self.daemon.root_timeout if parent == ROOT else LONG
+        a.entry_timeout = timeout if timeout is not None else self.daemon.root_timeout if parent == ROOT else LONG
         return a
 
     def _snapshot_attrs(self, snap: Snapshot) -> pyfuse3.EntryAttributes:
@@ -242,7 +242,7 @@ class Operations(OutputOps, pyfuse3.Operations):
         self.stats.lookups += 1
         if self.outputs.owns(parent_inode):
             return self.out_lookup(parent_inode, self._name(name))
-        if parent_inode == ROOT and (pri := self.outputs.output_name(self._name(name))) is not None:
+        if parent_inode == ROOT and self.outputs.declared and (pri := self.outputs.output_name(self._name(name))):
             attrs = await self.out_root(pri)
             if attrs is not None:
                 return attrs

@@ -17,7 +17,6 @@ answers into FUSE replies. No pyfuse3 here.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import trio
 
-from pvc_client import InvalidInput, PVCError, normalize_manifest, parse_pri
+from pvc_client import InvalidInput, normalize_manifest, parse_pri, sha256_file
 
 from ..storage.scratch import ROOT_ID, Item, ScratchBusy, ScratchTree, tree_dir
 from .namespace import FsError
@@ -241,10 +240,4 @@ class PublishRefused(Exception):
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+    return sha256_file(path), os.stat(path).st_size  # only the publish hashes: writes wait on its lock
