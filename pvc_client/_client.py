@@ -655,8 +655,18 @@ class PVCClient:
     async def index(self, as_of: TimeArg = None, prefix: str | None = None) -> JSON:
         return await self._json("GET", "/index", params={"as_of": as_time(as_of), "prefix": prefix})
 
-    async def closure(self, roots: Iterable[str], as_of: TimeArg = None) -> JSON:
-        body = {"roots": [any_ref(r) for r in roots], "as_of": as_time(as_of)}
+    async def closure(self, roots: Iterable[str], as_of: TimeArg = None, *, depth: int | None = None,
+                      missing: str = "error") -> JSON:
+        """The Graph reachable from ``roots`` (``depth`` levels; None: all).
+
+        ``missing="omit"`` answers an unknown root with a null ``pri`` in
+        ``roots`` instead of raising `NotFound`.
+        """
+        body: JSON = {"roots": [any_ref(r) for r in roots], "as_of": as_time(as_of)}
+        if depth is not None:
+            body["depth"] = depth
+        if missing != "error":
+            body["missing"] = missing
         return await self._json("POST", "/closure", body=body, idempotent=True)
 
     async def events(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> JSON:

@@ -31,4 +31,4 @@ async def closure(request: Request, body: ClosureBody, as_of: str | None = None,
                   _: Principal = Depends(require("read"))) -> Response:
     when = parse_as_of(body.as_of if body.as_of is not None else as_of, now_us())
     roots = [(text, parse_ref(text)) for text in body.roots]
-    return json_response(await run_read(request, closure_graph, when, roots))
+    return json_response(await run_read(request, closure_graph, when, roots, body.depth, body.missing == "omit"))

@@ -11,6 +11,7 @@ from pvc_client import LATEST, Ref
 from sqlalchemy import Connection, Select, select
 
 from ._catalog import dependency_rows, find_version, iso, visible_products_query
+from ._errors import ServiceError
 from ._events import current_cursor
 from ._names import (
     aliases_of,
@@ -36,18 +37,38 @@ def index_graph(conn: Connection, as_of: int, prefix: str = "") -> dict[str, Any
     return _graph(conn, as_of, cursor, found, ids)
 
 
-def closure_graph(conn: Connection, as_of: int, roots: list[tuple[str, Ref]]) -> dict[str, Any]:
-    """The graph of everything reachable from the roots, through any visible version."""
+def closure_graph(conn: Connection, as_of: int, roots: list[tuple[str, Ref]], depth: int | None = None,
+                  omit_missing: bool = False) -> dict[str, Any]:
+    """The graph of everything reachable from the roots, through any visible version.
+
+    ``depth`` bounds the levels followed (0: the roots alone: what a mount
+    asks when it first meets a name). With ``omit_missing`` an unknown root,
+    or a version of it that does not exist, is answered with a null ``pri``
+    or ``number`` instead of a 404: one answer for a batch of names.
+    """
     cursor = current_cursor(conn)
     resolved = []
     seen: set[int] = set()
     for text, ref in roots:
-        product = lookup_product(conn, ref.pri.text, as_of)
-        number = find_version(conn, product, ref.selector or LATEST, as_of)
+        try:
+            product = lookup_product(conn, ref.pri.text, as_of)
+        except ServiceError as exc:
+            if not omit_missing or exc.code != "not_found":
+                raise
+            resolved.append({"ref": text, "pri": None, "number": None})
+            continue
+        try:
+            number: int | None = find_version(conn, product, ref.selector or LATEST, as_of)
+        except ServiceError as exc:
+            if not omit_missing or exc.code != "not_found":
+                raise
+            number = None
         resolved.append({"ref": text, "pri": product.pri, "number": number})
         seen.add(product.id)
     frontier = sorted(seen)
-    while frontier:  # breadth first, one query per batch of products per level
+    level = 0
+    while frontier and (depth is None or level < depth):  # breadth first, one query per batch per level
+        level += 1
         reached: set[int] = set()
         for batch in chunks(frontier):
             reached.update(conn.execute(

@@ -7,7 +7,7 @@ specific error codes of docs/api.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,8 +59,12 @@ class BatchGetBody(_Body):
 
 
 class ClosureBody(_Body):
-    roots: list[str] = Field(min_length=1, max_length=_LIST)
+    roots: list[str] = Field(max_length=_LIST)
     as_of: str | None = Field(None, max_length=_TEXT)
+    depth: int | None = Field(None, ge=0, le=1_000_000,
+                              description="levels of dependencies followed; null: all, 0: the roots only")
+    missing: Literal["error", "omit"] = Field(
+        "error", description="an unknown root: 404 (error) or answered with a null pri and number (omit)")
 
 
 class WorkspaceBody(_Body):

@@ -103,8 +103,40 @@ async def test_closure_after_rename_and_unknown_roots(api: httpx.AsyncClient) ->
         assert r.status_code == 404 and error_code(r) == "not_found", roots
     r = await api.post("/closure", json={"roots": ["not a pri"]})
     assert r.status_code == 400 and error_code(r) == "invalid_pri"
-    r = await api.post("/closure", json={"roots": []})
+    r = await api.post("/closure", json={"roots": [], "depth": -1})
     assert r.status_code == 422
+    r = await api.post("/closure", json={"roots": [LGT], "missing": "ignore"})
+    assert r.status_code == 422
+    # no roots: no products, and the cursor to follow the feed from (an empty mount's start)
+    empty = (await api.post("/closure", json={"roots": []})).json()
+    assert empty["products"] == {} and empty["roots"] == []
+    assert empty["cursor"] == (await api.get("/events")).json()["cursor"]
+
+
+async def test_closure_depth_and_missing_roots(api: httpx.AsyncClient) -> None:
+    """What a mount asks when it first meets names: the products alone, unknown ones answered, not refused."""
+    await _store(api)
+    await api.post(f"/products/{TEX}/rename", json={"new_pri": "spies:asset:walter-tex"})
+    body = {"roots": [LGT, "spies-unknown", TEX, f"{LGT}@9"], "depth": 0, "missing": "omit"}
+    graph = (await api.post("/closure", json=body)).json()
+    # the roots alone, versions, dependencies (named) and aliases included
+    assert set(graph["products"]) == {LGT, "spies:asset:walter-tex"}
+    assert graph["products"][LGT]["versions"][1]["dependencies"] == [f"{RIG}@1", f"{MODEL}@1"]
+    assert graph["products"]["spies:asset:walter-tex"]["aliases"] == [TEX]
+    assert graph["roots"] == [
+        {"ref": LGT, "pri": LGT, "number": 2},
+        {"ref": "spies-unknown", "pri": None, "number": None},
+        {"ref": TEX, "pri": "spies:asset:walter-tex", "number": 1},
+        {"ref": f"{LGT}@9", "pri": LGT, "number": None},  # the product is known, that version is not
+    ]
+    one = (await api.post("/closure", json={"roots": [LGT], "depth": 1})).json()
+    assert set(one["products"]) == {LGT, MODEL, RIG}
+    assert set((await api.post("/closure", json={"roots": [LGT], "depth": 2})).json()["products"]) == {
+        LGT, MODEL, RIG, "spies:asset:walter-tex"}
+    # as of a time before the product existed: unknown then
+    old = (await api.post("/closure", json={"roots": [OTHER], "depth": 0, "missing": "omit",
+                                             "as_of": "2020-01-10"})).json()
+    assert old["products"] == {} and old["roots"] == [{"ref": OTHER, "pri": None, "number": None}]
 
 
 async def test_closure_of_a_long_chain_is_complete(api: httpx.AsyncClient) -> None:
