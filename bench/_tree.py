@@ -20,9 +20,10 @@ from typing import Any
 import trio
 
 from prodfs.resolution.context import Context
+from prodfs.resolution.graph import Graph
 from prodfs.resolution.resolver import resolve
-from prodfs.resolution.snapshots import load_graph, snapshot_record
-from pvc_client import PVCClient, to_micros, utcnow
+from prodfs.resolution.snapshots import snapshot_record
+from pvc_client import PVCClient, format_time, from_micros, to_micros, utcnow
 
 __all__ = ["TreeSpec", "Dataset", "build_and_publish", "make_squashfs", "small_pri", "BIG_PRI"]
 
@@ -146,7 +147,7 @@ async def _publish(client: PVCClient, src: Path, spec: TreeSpec, log) -> str | N
 async def _snapshot(client: PVCClient) -> tuple[str, dict[str, int]]:
     """Freeze what an unrooted context serves now, for every product."""
     ctx = Context(roots=(), strategy="latest", pin_us=to_micros(utcnow()))
-    graph = await load_graph(client, ctx)
+    graph = Graph.from_json(await client.index(as_of=format_time(from_micros(ctx.pin_us))))  # every product
     resolution = resolve(graph, ctx)
     every = {}
     for product in graph:

@@ -87,8 +87,10 @@ def cmd_diff(opts: argparse.Namespace) -> int:
                 other = other.replace(pin_us=None if opts.pin == "none" else to_micros(parse_time(opts.pin)))
             if opts.strategy:
                 other = other.replace(strategy=opts.strategy)
-            a = await load_graph(client, current)
-            b = a if other.pin_us == current.pin_us else await load_graph(client, other)
+            # both sides over the same products: the closures of both contexts' names
+            names = [*current.roots, *current.overrides, *other.roots, *other.overrides]
+            a = await load_graph(client, current, also=names)
+            b = a if other.pin_us == current.pin_us else await load_graph(client, other, also=names)
             ra, rb = resolve(a, current), resolve(b, other)
             names = {p.pri for p in a} | {p.pri for p in b}
             return other, diff(ra, rb, names)

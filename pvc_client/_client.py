@@ -383,6 +383,13 @@ class PVCClient:
                 return products
             params["after"] = page[-1]["pri"]
 
+    async def product_page(self, prefix: str | None = None, as_of: TimeArg = None, after: str | None = None,
+                           limit: int = 1000) -> tuple[list[JSON], str | None]:
+        """One page of `list_products`, and the ``after`` of the next page (None at the end)."""
+        params: dict[str, Any] = {"prefix": prefix, "as_of": as_time(as_of), "limit": limit, "after": after}
+        page = _field(await self._json("GET", "/products", params=params), "products", list)
+        return page, (page[-1]["pri"] if len(page) >= limit else None)
+
     async def get_product(self, pri: str, as_of: TimeArg = None) -> JSON:
         return await self._json("GET", f"/products/{pri_path(pri)}", params={"as_of": as_time(as_of)})
 

@@ -26,11 +26,12 @@ from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micro
 from ..kernel import (
     FastLookups, FastReads, Passthrough, pyfuse3, raise_readahead, why_zero_open_unavailable, zero_open_sessions,
 )
-from ..resolution import Context, Graph, create_snapshot, load_graph
+from ..resolution import Context, Graph, create_snapshot, load_closure
 from ..stats import Stats, prometheus_text
 from ..storage import BlobCache, SavedContexts, VersionStore, pin_key, snapshot_key
 from . import _sdnotify
 from .fs import LONG, Operations
+from .learning import Learner
 from .namespace import ROOT, Namespace
 from .outputs import Outputs, PublishRefused
 from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
@@ -40,6 +41,7 @@ from .users import LOCK_NAME, live_records, read_records, try_lock
 log = logging.getLogger("prodfs")
 
 _ROOT_LISTING = None  # queued for the invalidator: the root's listing changed
+_ROOT_ONLY = ""  # no name to invalidate, but the root's listing changed
 
 
 def _invalidate_root() -> None:
@@ -87,6 +89,9 @@ class Daemon:
         self.scratch_dir = Path(opts.scratch) if opts.scratch else self.cache_dir / "scratch"
         self.outputs: Outputs
         self._published: dict[str, tuple[float, dict]] = {}  # publish token -> (when, answer)
+        self.learner: Learner
+        self._saved_key_now: str | None = None  # where what this mount learns is saved (fixed mounts)
+        self._unsaved = False
 
     @property
     def writable(self) -> bool:
@@ -134,8 +139,20 @@ class Daemon:
         elif o.workspace:
             self.workspace = await self.client.get_workspace(o.workspace)
         context = self._context(snapshot)
-        as_of = format_time(from_micros(context.pin_us)) if context.pin_us is not None else None
-        return snapshot, context, await self.client.index(as_of=as_of)
+        answer = await self._closure(context, self.workspace)
+        if snapshot is not None and snapshot["record"].get("choices"):
+            # a render job reads what the snapshot froze: know all of it from the start
+            chosen = await self.client.closure(sorted(snapshot["record"]["choices"]), as_of=answer["as_of"],
+                                               depth=0, missing="omit")
+            answer["complete"] = sorted(answer["products"])
+            for pri, raw in chosen["products"].items():
+                answer["products"].setdefault(pri, raw)
+        return snapshot, context, answer
+
+    async def _closure(self, context: Context, workspace: dict | None) -> dict:
+        """The graph a mount starts with: the closure of what its context names, not the store."""
+        names = [*context.roots, *context.overrides, *((workspace or {}).get("outputs") or ())]
+        return await load_closure(self.client, names, context.pin_us)
 
     async def load(self) -> None:
         o = self.opts
@@ -153,23 +170,69 @@ class Daemon:
             if key:
                 await trio.to_thread.run_sync(self.saved.save, key, {"snapshot": snapshot, "index": index})
         self.snapshot = snapshot
-        graph = Graph.from_json(index)
-        self.state = MountState(context, graph, snapshot=snapshot["record"] if snapshot else None)
+        self._saved_key_now = key
+        self.state = self._state_of(context, index, snapshot)
         self.namespace = Namespace(self.state, self.versions)
+        self.learner = Learner(self.client, lambda: self.state, self.stats, degraded=self._degraded_reason,
+                               changed=self._learned_more, root_page=o.root_page)
+        self.namespace.learn = self.learner.name
         self.outputs = Outputs(self.scratch_dir, self.state, self._base_entries)
         self.outputs.set_workspace(self.workspace)
         self.namespace.on_use = self.outputs.served
         # Names in a snapshot, or an ad hoc pinned context, never change.
         fixed = snapshot is not None or (context.pin_us is not None and not o.workspace)
         self.root_timeout = LONG if fixed else o.live_timeout
-        log.info("context: %s; %d products", context.describe(), len(graph))
+        log.info("context: %s; %d products loaded", context.describe(), len(self.state.graph))
+
+    def _state_of(self, context: Context, answer: dict, snapshot: dict | None) -> MountState:
+        graph = Graph.from_json(answer)
+        # what a saved context holds beyond the closures: products learned by name
+        complete = set(answer["complete"]) if "complete" in answer else set(graph.products)
+        return MountState(context, graph, snapshot=snapshot["record"] if snapshot else None, complete=complete)
+
+    def _degraded_reason(self) -> str | None:
+        return self.stats.degraded_reason if self.stats.degraded_since is not None else None
+
+    def _learned_more(self) -> None:
+        self._unsaved = True
+
+    async def _keep_saved(self) -> None:
+        """Keep the saved context (fixed mounts) up to date with what the mount learned.
+
+        An offline start serves what was saved: the names a render node's
+        job used must be in it, not only the roots' closure.
+        """
+        try:
+            while True:
+                await trio.sleep(2.0)
+                await self._save_context()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._save_context()
+
+    async def _save_context(self) -> None:
+        if not self._unsaved or self._saved_key_now is None:
+            return
+        self._unsaved = False
+        doc = {"snapshot": self.snapshot, "index": self._saved_graph()}
+        await trio.to_thread.run_sync(self.saved.save, self._saved_key_now, doc)
+
+    def _saved_graph(self) -> dict:
+        doc = self.state.graph.to_json()
+        doc["complete"] = sorted(self.state.complete)
+        return doc
+
+    async def root_page(self, after: str | None) -> tuple[list[str], str | None]:
+        try:
+            return await self.learner.root_page(after)
+        except Unavailable as exc:
+            self.set_degraded(str(exc))
+            raise
 
     async def _base_entries(self, view) -> list:
         tree = await self.versions.get(view.pri, view.number, view.product_id, view.created_us)
         return list(tree.paths.values())
 
-    async def _load_graph(self, context: Context) -> Graph:
-        return await load_graph(self.client, context)
 
     # -- control files -----------------------------------------------------
     def control_content(self, name: str) -> bytes:
@@ -261,12 +324,13 @@ class Daemon:
                  pri, version["number"], len(manifest), len(deps))
         return {**doc, "number": version["number"], "ref": f"{pri}@{version['number']}", "version": version}
 
-    def explain(self, name: str) -> dict:
+    async def explain(self, name: str) -> dict:
         """``prodfs why``: what a root name resolves to in this context, and why."""
         state = self.state
         doc: dict = {"name": name, "context": state.context.to_json(),
                      "context_description": state.context.describe()}
         try:
+            await self.namespace.learn_name(name)
             view = state.view(name)
         except Exception as exc:  # noqa: BLE001 - the explanation is the answer
             doc["error"] = str(exc)
@@ -325,6 +389,9 @@ class Daemon:
             cache=self.blobs.usage(),
             inodes=len(self.namespace),
             products=len(self.state.graph),
+            products_complete=len(self.state.complete),
+            resolver_runs=self.state.resolver_runs,
+            learned=self.learner.learned,
             resolved=len(self.state.resolved),
             conflicts=len(self.state.resolution.conflicts),
             generation=self.state.generation,
@@ -389,46 +456,79 @@ class Daemon:
             self.state.graph.cursor = max(self.state.graph.cursor, int(page.get("cursor", 0)))
 
     async def apply_events(self, events: list[dict]) -> None:
+        """Fold a page of the feed in. Events of products the mount does not follow
+        cost a dict lookup; only a change to the roots' closure runs the resolver."""
         if not events:
             return
         touched: set[str] = set()
-        reload_workspace = False
+        reload_workspace = new_names = False
+        state = self.state
         for ev in events:
             self.stats.events += 1
-            if ev.get("kind") == "workspace" and self.workspace and ev.get("name") == self.workspace["name"]:
+            kind = ev.get("kind")
+            if kind == "workspace" and self.workspace and ev.get("name") == self.workspace["name"]:
                 reload_workspace = True
                 continue
-            touched |= self.state.apply_event(ev)
-            if ev.get("kind") == "rename":
+            touched |= state.apply_event(ev)
+            if kind == "rename":
                 self.versions.rename(ev["old_pri"], ev["pri"])
+                new_names = True
+            elif kind == "publish" and ev.get("number") == 1:
+                new_names = True  # a new product: a new name in the root's listing
         if reload_workspace:
             touched |= await self._reload_workspace()
-        changed = self.state.reresolve()
+        await self._complete(touched)
+        changed = state.reresolve(touched if not reload_workspace else None)
         self.stats.resolutions += 1
-        names = self.state.names_for(touched | changed)
+        names = state.names_for(touched | changed)
         if changed:
             log.info("resolution changed for %s", ", ".join(sorted(changed)))
+        if new_names and not names:
+            names = {_ROOT_ONLY}
         self._queue_invalidations(names)
+
+    async def _complete(self, touched: set[str]) -> None:
+        """Load what new versions in the roots' closure depend on, until the closure is whole."""
+        for _ in range(100):  # each round follows the answers' own new dependencies; bounded anyway
+            wanted = self.state.incomplete_deps(touched)
+            if not wanted:
+                return
+            try:
+                touched = set(await self.learner.closures(wanted))
+            except PVCError as exc:
+                # resolved without them meanwhile; the next change asks again
+                self.set_degraded(f"loading the closure of {', '.join(sorted(wanted))} failed: {exc}")
+                return
+            touched |= wanted
 
     async def _reload_workspace(self) -> set[str]:
         assert self.workspace is not None
         ws = await self.client.get_workspace(self.workspace["name"])
         context = Context.from_workspace(ws)
-        graph = None
-        if context.pin_us != self.state.context.pin_us:
-            graph = await self._load_graph(context)
+        state = self.state
+        before = {p.pri for p in state.graph}
+        if context.pin_us != state.context.pin_us:
+            # another time: another graph (what was learned at the old pin does not hold)
+            answer = await self._closure(context, ws)
+            fresh = self._state_of(context, answer, None)
+            state.graph, state.complete, state.missing = fresh.graph, fresh.complete, fresh.missing
+        else:
+            # the same time: what is known holds; load the closures of the new names
+            names = [*context.roots, *context.overrides, *(ws.get("outputs") or ())]
+            state.learned(await load_closure(self.client, names, context.pin_us, skip=state.complete),
+                          complete=True)
         self.workspace = ws
         log.info("workspace %s changed (revision %s): %s", ws["name"], ws.get("revision"), context.describe())
-        before = {p.pri for p in self.state.graph}
-        changed = self.state.set_context(context, graph) | self.outputs.set_workspace(ws)
+        changed = state.set_context(context) | self.outputs.set_workspace(ws)
         # a new pin can change every name: invalidate all we ever answered
-        return changed | before | {p.pri for p in self.state.graph}
+        return changed | before | {p.pri for p in state.graph}
 
     def _queue_invalidations(self, names: set[str]) -> None:
         if self._invalidate is None or not names:
             return
         if self.ops is not None:
             self.ops.root_changed()
+        names.discard(_ROOT_ONLY)
         for n in [_ROOT_LISTING, *names]:
             try:
                 self._invalidate.send_nowait(n)
@@ -485,6 +585,7 @@ class Daemon:
                 nursery.start_soon(self._serve, nursery.cancel_scope)
                 nursery.start_soon(self._readahead)
                 nursery.start_soon(self.blobs.keep_ledger)
+                nursery.start_soon(self._keep_saved)
                 if ops.fast_lookups is not None:
                     nursery.start_soon(ops.hand_over_listings)
                 if self.opts.exit_when_unused is not None:

@@ -37,7 +37,8 @@ from ..storage import BlobCache, fetch_ahead_plan
 from ._fs_outputs import OutHandle, OutputOps
 from .control import ControlSnapshots, Snapshot
 from .outputs import Outputs
-from .namespace import CONTROL_DIR, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_TOP, ROOT, FsError, Namespace, Node
+from .root_listing import RootListing
+from .namespace import CONTROL_DIR, CONTROL_NAME, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_NAME, K_TOP, ROOT, FsError, Namespace, Node
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,8 @@ class Core(Protocol):
     def publish_result(self, token: str) -> dict: ...
 
     def control_content(self, name: str) -> bytes: ...
-    def explain(self, name: str) -> dict: ...
+    async def explain(self, name: str) -> dict: ...
+    async def root_page(self, after: str | None) -> tuple[list[str], str | None]: ...
     async def make_snapshot(self) -> dict: ...
     def service_failed(self, exc: BaseException) -> None: ...
 
@@ -147,7 +149,7 @@ class Operations(OutputOps, pyfuse3.Operations):
         self._mount_ns = int(time.time() * 1e9)
         self._listings: OrderedDict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = OrderedDict()
         self._listed = 0
-        self._root_listing: list | None = None
+        self._root_listing: RootListing | None = None
         self._root_ns = self._mount_ns
         # One buffer for every read answered from the page cache: pyfuse3
         # sends a read's reply as soon as `read` returns, before any other
@@ -205,7 +207,7 @@ class Operations(OutputOps, pyfuse3.Operations):
         return a
 
     def _timeouts(self, node: Node) -> tuple[float, float]:
-        if node.kind == K_CONFLICT or node.kind == K_CTRL_FILE:
+        if node.kind == K_CONFLICT or node.kind == K_CTRL_FILE or node.kind == K_NAME:
             return 0.0, 0.0
         if node.kind == K_TOP:
             # The name -> version mapping may move; the version never does.
@@ -349,6 +351,8 @@ class Operations(OutputOps, pyfuse3.Operations):
     @staticmethod
     def _listable(node: Node) -> None:
         if not node.is_dir:
+            if node.kind == K_NAME:
+                raise FsError(errno.ESTALE, f"{node.name}: look the name up again")
             raise FsError(errno.ENOTDIR if node.kind != K_CONFLICT else errno.EIO, node.name or "not a directory")
 
     async def _listing(self, inode: int) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
@@ -356,11 +360,6 @@ class Operations(OutputOps, pyfuse3.Operations):
             return self.out_listing(inode)  # never kept: it changes
         node = self.ns.node(inode)
         self._listable(node)
-        if inode == ROOT:
-            # Listed in parts (one READDIRPLUS per buffer): made once per change.
-            if self._root_listing is None:
-                self._root_listing = await self._with_outputs(self._prepare(await self.ns.listing(inode)))
-            return self._root_listing
         if node.kind not in _VERSION_DIRS:
             return self._prepare(await self.ns.listing(inode))
         listing = self._listings.get(inode)
@@ -371,17 +370,37 @@ class Operations(OutputOps, pyfuse3.Operations):
             self._remember(inode, listing)
         return listing
 
-    async def _with_outputs(self, listing: list[tuple[bytes, pyfuse3.EntryAttributes]]) -> list:
-        """The root's entries with each output's tree in place of its version (new products added)."""
-        if not self.outputs.declared:
-            return listing
-        roots = {}
-        for pri in self.outputs.declared:
-            attrs = await self.out_root(pri)
-            if attrs is not None:
-                roots[pri.encode()] = attrs
-        out = [(name, roots.pop(name, attrs)) for name, attrs in listing]
-        return out + sorted(roots.items())
+    def _root(self) -> RootListing:
+        """The root's listing for the current names (made afresh when they change)."""
+        if self._root_listing is None:
+            listed: set[str] = set()
+
+            async def make(names: list[str]) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+                out = []
+                declared = self.outputs.declared
+                for name in names:
+                    if declared and name in declared:
+                        listed.add(name)
+                        attrs = await self.out_root(name)
+                        if attrs is not None:
+                            out.append((name.encode(), attrs))
+                            continue
+                    node = self.ns.root_entry(name)
+                    if node is not None:
+                        out.append((name.encode(), self._attrs(node)))
+                return out
+
+            async def tail() -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+                # outputs the store has no version of yet
+                out = []
+                for pri in self.outputs.declared:
+                    if pri not in listed and (attrs := await self.out_root(pri)) is not None:
+                        out.append((pri.encode(), attrs))
+                return sorted(out)
+
+            head = [(CONTROL_NAME.encode(), self._attrs(self.ns.node(CONTROL_DIR)))]
+            self._root_listing = RootListing(self.daemon.root_page, make, head, tail, self.ns.state.listing)
+        return self._root_listing
 
     def _prepare(self, listing: list[tuple[str, Node]]) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
         return [(name.encode(), self._attrs(node)) for name, node in listing]
@@ -400,6 +419,8 @@ class Operations(OutputOps, pyfuse3.Operations):
     @_guarded
     async def readdir(self, fh, start_id, token):
         self.stats.readdirs += 1
+        if (fh ^ INODE_BIT if fh & INODE_BIT else self._handles[fh].ino) == ROOT:
+            return await self._readdir_root(start_id, token)
         if fh & INODE_BIT and self.outputs.owns(fh ^ INODE_BIT):
             listing = self.out_listing(fh ^ INODE_BIT, continuing=start_id > 0)
         elif fh & INODE_BIT:
@@ -417,6 +438,18 @@ class Operations(OutputOps, pyfuse3.Operations):
             name, attrs = listing[i]
             if not reply(token, name, attrs, i + 1):
                 break
+
+    async def _readdir_root(self, pos: int, token) -> None:
+        # positions are kept by the listing of the current names: a listing
+        # that began before they changed goes on with the new ones (as a
+        # directory on disk does when entries come and go meanwhile)
+        listing = self._root()
+        reply = pyfuse3.readdir_reply
+        while part := await listing.at(pos):
+            for name, attrs in part:
+                pos += 1
+                if not reply(token, name, attrs, pos):
+                    return
 
     @_guarded
     async def releasedir(self, fh):
@@ -443,7 +476,7 @@ class Operations(OutputOps, pyfuse3.Operations):
         key = name.decode("utf-8", "replace")
         if inode == CONTROL_DIR and key.startswith(WHY_XATTR):
             # control of a running mount goes through xattrs of its control dir
-            return json.dumps(self.daemon.explain(key[len(WHY_XATTR):]), sort_keys=True).encode()
+            return json.dumps(await self.daemon.explain(key[len(WHY_XATTR):]), sort_keys=True).encode()
         if inode == CONTROL_DIR and key == SNAPSHOT_XATTR:
             return json.dumps(await self.daemon.make_snapshot(), sort_keys=True).encode()
         if inode == CONTROL_DIR and key.startswith(PUBLISH_XATTR):

@@ -19,12 +19,13 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from pvc_client import Entry
 
-from .state import ConflictError, MountState, NameError_, View
+from .state import ConflictError, MountState, NameError_, Unknown, View
 from ..storage import VersionStore, VersionTree
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ CONTROL_FILES = ("context.json", "resolved.json", "stats.json", "conflicts.json"
 FIRST_DYNAMIC = 16
 
 # node kinds
-K_ROOT, K_CTRL_DIR, K_CTRL_FILE, K_TOP, K_DIR, K_FILE, K_LINK, K_CONFLICT = range(8)
+K_ROOT, K_CTRL_DIR, K_CTRL_FILE, K_TOP, K_DIR, K_FILE, K_LINK, K_CONFLICT, K_NAME = range(9)
+# A root listing's entry for a product not learned yet is a K_NAME node: the
+# kernel keeps an entry for everything a listing answers (READDIRPLUS), and
+# glibc hides inode 0. Answered with no entry timeout, it is looked up (and
+# its product learned) before any use; only the newest few are kept.
+_NAMES_KEPT = 65536
 _KINDS = {"dir": K_DIR, "file": K_FILE, "symlink": K_LINK}
 
 
@@ -84,9 +90,12 @@ class Namespace:
         # manifest entry already holds, so a node costs no key tuple
         self._below: dict[int, dict[str, Node]] = {}
         self._tops: list[Node] = []
+        self._names: OrderedDict[str, int] = OrderedDict()  # K_NAME nodes, oldest first
         # told of every version served (a root name resolved, a lookup or listing in it):
         # the inputs of a workspace's outputs (prodfs.mount.outputs)
         self.on_use: Callable[[View], None] | None = None
+        # asks the service about a product the state does not know (prodfs.mount.learning)
+        self.learn: Callable[[str], Awaitable[None]] | None = None
         self._add(Node(ROOT, K_ROOT))
         self._add(Node(CONTROL_DIR, K_CTRL_DIR))
         for i, name in enumerate(CONTROL_FILES):
@@ -113,7 +122,7 @@ class Namespace:
     def node(self, ino: int) -> Node:
         n = self._nodes[ino] if 0 < ino < len(self._nodes) else None
         if n is None:
-            raise FsError(errno.ENOENT, f"stale inode {ino}")
+            raise FsError(errno.ESTALE if 0 < ino < len(self._nodes) else errno.ENOENT, f"stale inode {ino}")
         return n
 
     def __len__(self) -> int:
@@ -141,13 +150,32 @@ class Namespace:
             self._add(node)
         return node
 
+    def name_node(self, name: str) -> Node:
+        ino = self._names.get(name)
+        if ino is not None and (node := self._nodes[ino]) is not None:
+            self._names.move_to_end(name)
+            return node
+        node = self._add(Node(len(self._nodes), K_NAME, name=name))
+        self._names[name] = node.ino
+        if len(self._names) > _NAMES_KEPT:
+            _, old = self._names.popitem(last=False)
+            self._nodes[old] = None  # a use of it now is a stale inode (ESTALE: looked up again)
+            self._count -= 1
+        return node
+
     def conflict_node(self, name: str, message: str) -> Node:
         node = self._intern(("conflict", name), lambda ino: Node(ino, K_CONFLICT, name=message))
         node.name = message
         return node
 
     # -- lookups -----------------------------------------------------------
+    async def learn_name(self, name: str) -> None:
+        """Make the state know the product a root name names (or that none does), if it does not yet."""
+        if self.learn is not None and (pri := self.state.unknown_pri(name)) is not None:
+            await self.learn(pri)
+
     def lookup_root(self, name: str) -> Node:
+        """A root name's node, from what the state knows (see `learn_name`)."""
         if name == CONTROL_NAME:
             return self._nodes[CONTROL_DIR]
         try:
@@ -171,6 +199,7 @@ class Namespace:
     async def lookup(self, parent_ino: int, name: str) -> Node:
         parent = self.node(parent_ino)
         if parent.kind == K_ROOT:
+            await self.learn_name(name)
             return self.lookup_root(name)
         if parent.kind == K_CTRL_DIR:
             node = self._ctrl_by_name.get(name)
@@ -178,7 +207,7 @@ class Namespace:
                 raise FsError(errno.ENOENT, f"{CONTROL_NAME}/{name}: no such control file", quiet=True)
             return node
         if parent.kind not in (K_TOP, K_DIR):
-            raise FsError(errno.ENOTDIR, "not a directory")
+            raise _not_a_dir(parent)
         tree = await self.tree(parent)
         self._used(parent.view)  # type: ignore[arg-type]
         entry = tree.child(parent.path, name)
@@ -186,23 +215,27 @@ class Namespace:
             raise FsError(errno.ENOENT, f"{parent.view.name}/{_join(parent.path, name)}: no such entry", quiet=True)  # type: ignore[union-attr]
         return self.child(parent, entry)
 
+    def root_entry(self, name: str) -> Node | None:
+        """The node a root listing shows for ``name`` (a K_NAME node when its product is
+        not known yet); None when it is not to be listed (nothing visible)."""
+        try:
+            return self.top(self.state.view(name))
+        except ConflictError as exc:
+            return self.conflict_node(name, str(exc))
+        except Unknown:
+            return self.name_node(name)
+        except NameError_:
+            return None
+
     async def listing(self, ino: int) -> list[tuple[str, Node]]:
-        """Directory entries (without . and ..), in a stable order."""
+        """Directory entries (without . and ..), in a stable order; the root's are in `root_entry`."""
         node = self.node(ino)
         if node.kind == K_ROOT:
-            out: list[tuple[str, Node]] = [(CONTROL_NAME, self._nodes[CONTROL_DIR])]
-            for name in self.state.listing():
-                try:
-                    out.append((name, self.top(self.state.view(name))))
-                except ConflictError as exc:
-                    out.append((name, self.conflict_node(name, str(exc))))
-                except NameError_:
-                    continue
-            return out
+            raise FsError(errno.EIO, "the root is listed in pages (prodfs.mount.root_listing)")
         if node.kind == K_CTRL_DIR:
             return [(n, self._ctrl_by_name[n]) for n in CONTROL_FILES]
         if node.kind not in (K_TOP, K_DIR):
-            raise FsError(errno.ENOTDIR, "not a directory")
+            raise _not_a_dir(node)
         tree = await self.tree(node)
         self._used(node.view)  # type: ignore[arg-type]
         return [(e.path.rpartition("/")[2], self.child(node, e)) for e in tree.listing(node.path) or ()]
@@ -219,7 +252,7 @@ class Namespace:
 
     # -- attributes --------------------------------------------------------
     def mode(self, node: Node) -> int:
-        if node.kind in (K_ROOT, K_CTRL_DIR, K_TOP):
+        if node.kind in (K_ROOT, K_CTRL_DIR, K_TOP, K_NAME):
             return stat.S_IFDIR | 0o555
         if node.kind == K_CTRL_FILE:
             return stat.S_IFREG | 0o444
@@ -271,6 +304,12 @@ class Namespace:
 
     def iter_tops(self) -> Iterator[Node]:
         yield from self._tops
+
+
+def _not_a_dir(node: Node) -> FsError:
+    if node.kind == K_NAME:  # listed before it was learned: the kernel is to look it up again
+        return FsError(errno.ESTALE, f"{node.name}: look the name up again")
+    return FsError(errno.ENOTDIR, "not a directory")
 
 
 def _join(path: str, name: str) -> str:

@@ -49,6 +49,16 @@ _feed_poll = _seconds(1.0, 60.0)
 _pvc_timeout = _seconds(0.1, 3600.0)
 
 
+def _root_page(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: a root page is 1 to 100000 names")
+    return n
+
+
 def default_cache_dir() -> Path:
     if os.getuid() == 0:
         return Path("/var/cache/prodfs")
@@ -97,6 +107,8 @@ def add_mount_options(p: argparse.ArgumentParser) -> None:
     cache.add_argument("--feed-poll", type=_feed_poll, default=25.0, metavar="SECONDS",
                        help="how long one change-feed request waits for news (1..60); a silent service is "
                             "noticed (degraded) within this plus --pvc-timeout (default 25)")
+    cache.add_argument("--root-page", type=_root_page, default=1000, metavar="N",
+                       help="names asked of PVC at a time when the root is listed (default 1000)")
     cache.add_argument("--scratch", type=Path, default=None, metavar="DIR",
                        help="where a workspace's outputs are written (default: CACHE_DIR/scratch; a shared "
                             "disk works: one mount at a time writes an output)")

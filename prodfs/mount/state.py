@@ -11,13 +11,19 @@ import logging
 import time
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from pvc_client import InvalidPRI, Ref, parse_ref, parse_time, to_micros
 
 from ..resolution import Choice, Context, Dep, Graph, ProductInfo, Resolution, VersionInfo, product_from_json, resolve
 
 log = logging.getLogger(__name__)
 
-__all__ = ["View", "MountState", "NameError_", "ConflictError"]
+__all__ = ["View", "MountState", "NameError_", "ConflictError", "Unknown"]
+
+# names the service said do not exist, kept until the feed says otherwise;
+# bounded, and timed so a mount whose feed was down cannot keep one forever
+_MISSING_SIZE = 65536
+_MISSING_TTL = 600.0
 
 
 class NameError_(Exception):
@@ -26,6 +32,14 @@ class NameError_(Exception):
     def __init__(self, message: str, *, malformed: bool = False) -> None:
         super().__init__(message)
         self.malformed = malformed
+
+
+class Unknown(NameError_):
+    """A name of a product the mount has not learned yet: ask the service (`learned`), then again."""
+
+    def __init__(self, message: str, pri: str) -> None:
+        super().__init__(message)
+        self.pri = pri
 
 
 class ConflictError(Exception):
@@ -50,9 +64,25 @@ class View:
 
 
 class MountState:
-    def __init__(self, context: Context, graph: Graph, *, snapshot: dict | None = None) -> None:
+    """The graph a mount knows, and what its names resolve to.
+
+    The graph holds what the mount touched, not the store: the closure of
+    the context's roots (``complete``: loaded with everything they may
+    depend on, so the resolver's walk never leaves it), plus each product
+    learned when one of its names was first looked up. A name of a product
+    outside the graph raises `Unknown` until the daemon has asked the
+    service (`learned`); the service's "no such product" is kept in
+    ``missing`` until the feed shows the name.
+    """
+
+    def __init__(self, context: Context, graph: Graph, *, snapshot: dict | None = None,
+                 complete: set[str] | None = None) -> None:
         self.context = context
         self.graph = graph
+        # canonical PRIs whose dependencies (through every visible version) are in the graph too
+        self.complete: set[str] = set(graph.products) if complete is None else complete
+        self.missing: TTLCache[str, bool] = TTLCache(_MISSING_SIZE, _MISSING_TTL)
+        self.resolver_runs = 1  # walks of the workspace's graph (changes elsewhere need none)
         # A snapshot is a frozen resolution: {canonical pri: number}
         self.snapshot_choices: dict[str, int] | None = (
             {k: int(v) for k, v in snapshot["choices"].items()} if snapshot else None
@@ -85,12 +115,24 @@ class MountState:
             # A '@' means someone tried to name a version: say why it failed.
             raise NameError_(str(exc), malformed="@" in name) from None
 
+    def unknown_pri(self, name: str) -> str | None:
+        """The PRI of a root name whose product is to be learned; None when known (or known absent, or malformed)."""
+        pri = name.split("@", 1)[0]
+        if pri in self.graph.products or pri in self.graph.aliases or pri in self.missing:
+            return None
+        try:
+            return parse_ref(name).pri.text
+        except InvalidPRI:
+            return None
+
     def view(self, name: str) -> View:
-        """What a root entry name resolves to; raises NameError_ or ConflictError."""
+        """What a root entry name resolves to; raises NameError_ (Unknown) or ConflictError."""
         ref = self.parse_name(name)
         product = self.graph.get(ref.pri.text)
         if product is None:
-            raise NameError_(f"{ref.pri}: no such product")
+            if ref.pri.text in self.missing:
+                raise NameError_(f"{ref.pri}: no such product")
+            raise Unknown(f"{ref.pri}: not learned yet", ref.pri.text)
         if ref.number is not None:
             v = self._visible(product.versions.get(ref.number))
             if v is None:
@@ -132,8 +174,47 @@ class MountState:
         return View(name, p.pri, v.number, p.product_id, v.created_us, kind, rule)
 
     def listing(self) -> list[str]:
-        """The versionless names the root lists: every product with a visible version."""
+        """The versionless names of the products the mount knows, with a visible version.
+
+        The root lists the service's products; this is what it lists when
+        the service cannot be asked.
+        """
         return sorted(p.pri for p in self.graph if p.newest(self.pin_us) is not None)
+
+    # -- learning ------------------------------------------------------------
+    def learned(self, answer: dict, *, complete: bool) -> list[str]:
+        """Fold a ``/closure`` answer in; return the canonical PRIs it added.
+
+        ``complete`` when the answer holds the closure of its roots (not
+        depth 0). Roots it answers as unknown are kept in ``missing``.
+        """
+        added = self.graph.merge(answer)
+        for root in answer.get("roots", ()):
+            if root.get("pri") is None:
+                ref = root.get("ref", "")
+                self.missing[ref.split("@", 1)[0]] = True
+        if complete:
+            self.complete.update(answer.get("products", ()))
+        return added
+
+    def incomplete_deps(self, touched: set[str]) -> set[str]:
+        """Dependencies of complete products that are not complete themselves.
+
+        A new version of a product in a closure may depend on a product
+        the mount never loaded (or learned alone): its closure is needed
+        before the resolver walks there.
+        """
+        out: set[str] = set()
+        for pri in touched:
+            if pri not in self.complete:
+                continue
+            p = self.graph.get(pri)
+            for v in p.versions.values() if p else ():
+                for d in v.dependencies:
+                    c = self.graph.canonical(d.pri)
+                    if c is None or c not in self.complete:
+                        out.add(c or d.pri)
+        return out
 
     # -- what was used -----------------------------------------------------
     def record_use(self, view: View, resolved: bool = False) -> None:
@@ -170,8 +251,10 @@ class MountState:
                 return touched
             product = self.graph.get(pri)
             if product is None:
-                product = product_from_json(pri, {"product_id": ev.get("product_id", 0), "created_at": ev["created_at"]})
-                self.graph.add(product)
+                # not followed: only a name looked up in vain must be asked again
+                if self.missing.pop(pri, None):
+                    touched.add(pri)
+                return touched
             deps = tuple(Dep.parse(d) for d in ev.get("dependencies", ()))
             product.versions[int(ev["number"])] = VersionInfo(int(ev["number"]), created, deps)
             touched.add(product.pri)
@@ -185,18 +268,38 @@ class MountState:
                 touched.add(product.pri)
         elif kind == "rename" and pri and ev.get("old_pri"):
             if self.pin_us is None or to_micros(parse_time(ev["time"])) <= self.pin_us:
-                self.graph.rename(ev["old_pri"], pri)
-                touched.update((pri, ev["old_pri"]))
+                old = ev["old_pri"]
+                if self.graph.get(old) is not None:
+                    self.graph.rename(old, pri)
+                    if old in self.complete:
+                        self.complete.discard(old)
+                        self.complete.add(pri)
+                    touched.update((pri, old))
+                elif self.missing.pop(pri, None):
+                    touched.add(pri)  # the new name was looked up in vain
         return touched
 
-    def reresolve(self) -> set[str]:
-        """Resolve again; return the canonical PRIs whose versionless choice changed."""
+    def reresolve(self, touched: set[str] | None = None) -> set[str]:
+        """Resolve again after ``touched`` changed (None: anything may have); return
+        the canonical PRIs whose versionless choice changed.
+
+        The resolver walks the workspace's graph, which lies in the closure
+        of the roots: a change outside the closure cannot move it, and only
+        the touched products' own choices (made on demand) are asked again.
+        """
         old = self.resolution
-        self.resolution = resolve(self.graph, self.context)
-        changed = {
-            p.pri for p in self.graph
-            if _num(old.choose(p.pri)) != _num(self.resolution.choose(p.pri))
-        }
+        if touched is not None and not (touched & self.complete):
+            pris = {c for t in touched if (c := self.graph.canonical(t)) is not None}
+            before = {p: _num(old.choose(p)) for p in pris if p in old.asked}
+            old.forget(pris)
+            changed = {p for p, n in before.items() if n != _num(old.choose(p))}
+        else:
+            new = resolve(self.graph, self.context)
+            self.resolver_runs += 1
+            pris = set(old.choices) | set(new.choices) | set(old.asked) | (touched or set())
+            changed = {p for p in pris if self.graph.canonical(p) is not None
+                       and _num(old.choose(p)) != _num(new.choose(p))}
+            self.resolution = new
         if changed:
             self.generation += 1
         return changed

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from pvc_client import parse_time, to_micros
+from pvc_client import format_time, from_micros, parse_time, to_micros
 
 __all__ = ["Dep", "VersionInfo", "ProductInfo", "Graph"]
 
@@ -122,9 +122,36 @@ class Graph:
     def from_json(cls, data: Mapping) -> Graph:
         as_of = data.get("as_of")
         g = cls(cursor=int(data.get("cursor") or 0), as_of_us=to_micros(parse_time(as_of)) if as_of else None)
-        for pri, raw in data.get("products", {}).items():
-            g.add(product_from_json(pri, raw))
+        g.merge(data)
         return g
+
+    def merge(self, data: Mapping) -> list[str]:
+        """Add the products of a Graph answer this graph does not hold yet; return their names.
+
+        A product already held is kept as it is: the feed has kept it
+        current since, and the answer may be older than that.
+        """
+        added = []
+        for pri, raw in data.get("products", {}).items():
+            if pri in self.products:
+                continue
+            product = product_from_json(pri, raw)
+            # known under an older name (a rename the answer already shows)
+            for a in product.aliases:
+                if a in self.products:
+                    break
+            else:
+                self.add(product)
+                added.append(pri)
+        return added
+
+    def to_json(self) -> dict:
+        """The Graph JSON of what this graph holds (``from_json`` reads it back)."""
+        return {
+            "as_of": format_time(from_micros(self.as_of_us)) if self.as_of_us is not None else None,
+            "cursor": self.cursor,
+            "products": {p.pri: product_to_json(p) for p in self.products.values()},
+        }
 
 
 def product_from_json(pri: str, raw: Mapping) -> ProductInfo:
@@ -146,6 +173,20 @@ def product_from_json(pri: str, raw: Mapping) -> ProductInfo:
         labels={str(k): int(v) for k, v in (raw.get("labels") or {}).items() if v is not None},
         aliases=tuple(raw.get("aliases", ())),
     )
+
+
+def product_to_json(p: ProductInfo) -> dict:
+    return {
+        "product_id": p.product_id,
+        "aliases": list(p.aliases),
+        "created_at": format_time(from_micros(p.created_us)),
+        "versions": [
+            {"number": v.number, "created_at": format_time(from_micros(v.created_us)),
+             "dependencies": [str(d) for d in v.dependencies]}
+            for v in sorted(p.versions.values(), key=lambda v: v.number)
+        ],
+        "labels": dict(p.labels),
+    }
 
 
 def iter_deps(products: Iterable[ProductInfo]) -> Iterator[tuple[str, int, Dep]]:

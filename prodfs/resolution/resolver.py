@@ -77,6 +77,20 @@ class Resolution:
         self._memo[canonical] = choice
         return choice
 
+    @property
+    def asked(self) -> Iterable[str]:
+        """The products outside the graph this resolution has answered for so far."""
+        return self._memo.keys()
+
+    def forget(self, pris: Iterable[str]) -> None:
+        """Make the on-demand answers for ``pris`` again when next asked.
+
+        For changes outside the workspace's graph, which cannot move it: the
+        graph's choices stay as they are.
+        """
+        for pri in pris:
+            self._memo.pop(pri, None)
+
     def explain(self, pri: str) -> str:
         """A human account of one product's choice (for ``prodfs why``)."""
         lines = [f"context: {self.context.describe()}"]

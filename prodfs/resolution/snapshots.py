@@ -17,6 +17,7 @@ always gives the same id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from pvc_client import PVCClient, format_time, from_micros, to_micros, utcnow
@@ -27,7 +28,7 @@ from .resolver import Resolution, resolve
 
 log = logging.getLogger(__name__)
 
-__all__ = ["snapshot_record", "create_snapshot", "load_graph", "snapshot_workspace"]
+__all__ = ["snapshot_record", "create_snapshot", "load_closure", "load_graph", "snapshot_workspace"]
 
 FORMAT = 1
 
@@ -51,9 +52,21 @@ def snapshot_record(resolution: Resolution, context: Context, *, extra_names: di
             "source": {"workspace": workspace}}
 
 
-async def load_graph(client: PVCClient, context: Context) -> Graph:
-    as_of = format_time(from_micros(context.pin_us)) if context.pin_us is not None else None
-    return Graph.from_json(await client.index(as_of=as_of))
+async def load_closure(client: PVCClient, names: Iterable[str], pin_us: int | None, *,
+                       skip: Collection[str] = ()) -> dict:
+    """The Graph answer of the closure of ``names`` (roots, overrides: any ``PRI[@N|@label]``) as of a pin.
+
+    Unknown names are no error: the resolver reports a root it cannot find.
+    ``skip``: products (canonical names) already held with their closure.
+    """
+    as_of = format_time(from_micros(pin_us)) if pin_us is not None else None
+    wanted = [n for n in dict.fromkeys(names) if n.split("@", 1)[0] not in skip]
+    return await client.closure(wanted, as_of=as_of, missing="omit")
+
+
+async def load_graph(client: PVCClient, context: Context, *, also: Iterable[str] = ()) -> Graph:
+    """What resolving ``context`` needs: the closure of its roots and overrides (and of ``also``)."""
+    return Graph.from_json(await load_closure(client, [*context.roots, *context.overrides, *also], context.pin_us))
 
 
 async def create_snapshot(client: PVCClient, context: Context, *, workspace: str | None = None,

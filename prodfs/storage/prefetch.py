@@ -35,7 +35,8 @@ async def prefetch(
     Returns what was done: versions, files, bytes needed, bytes fetched.
     """
     record = snapshot["record"]
-    index = await client.index(as_of=record["context"]["pin"])
+    # the snapshot's products alone (each choice is named exactly), not the store
+    index = await client.closure(sorted(record["choices"]), as_of=record["context"]["pin"], depth=0, missing="omit")
     graph = Graph.from_json(index)
     saved = SavedContexts(cache_dir)
     await trio.to_thread.run_sync(saved.save, snapshot_key(snapshot["id"]), {"snapshot": snapshot, "index": index})
