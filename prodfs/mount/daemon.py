@@ -223,6 +223,9 @@ class Daemon:
         return doc
 
     async def root_page(self, after: str | None) -> tuple[list[str], str | None]:
+        why = self._degraded_reason()
+        if why is not None:  # at once: the root lists what the mount knows (prodfs.mount.root_listing)
+            raise Unavailable(f"PVC cannot be asked for the root's names now ({why})")
         try:
             return await self.learner.root_page(after)
         except Unavailable as exc:
@@ -418,6 +421,8 @@ class Daemon:
             log.info("PVC reachable again after %.1fs: no longer degraded", time.time() - self.stats.degraded_since)
             self.stats.degraded_since = None
             self.stats.degraded_reason = None
+            # the root was listed from what the mount knows meanwhile: list the store's names again
+            self._queue_invalidations({_ROOT_ONLY})
 
     def service_failed(self, exc: BaseException) -> None:
         """A handler's request failed: an unreachable service makes the mount degraded."""
