@@ -228,18 +228,31 @@ class Mount:
                "--log-file", str(self.log), "--log-level", "warning", *self.extra]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            _, err = proc.communicate(timeout=self.cap)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            memory = self._abort()
-            raise StepFailed(f"not ready within {self.cap:.0f} s{memory}") from None
+        # Waiting on the command's pipes returns the moment it exits; every half second in
+        # between, the starting daemon's memory is read, so that a mount that fails (prodfs
+        # mount gives up after 120 s and kills its daemon) still says how big it had grown.
+        daemon, grown = None, ""
+        while True:
+            try:
+                _, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() - t0 > self.cap:
+                proc.kill()
+                proc.wait()
+                memory = self._abort() or grown
+                raise StepFailed(f"not ready within {self.cap:g} s{memory}") from None
+            if daemon is None:
+                daemon = next(iter(_daemon_pids(self.mnt)), None)
+            rss = _proc_status(daemon, "VmRSS") if daemon else None
+            if rss:
+                grown = f" (the daemon had {rss / MiB:.0f} MiB resident after {time.monotonic() - t0:.0f} s)"
         returned = time.monotonic() - t0
         if proc.returncode != 0:
             self._abort()
-            raise StepFailed(f"prodfs mount exited {proc.returncode}: "
-                             f"{err.decode(errors='replace').strip()[-300:]}{self._log_tail()}")
+            raise StepFailed(f"prodfs mount exited {proc.returncode} after {returned:.0f} s: "
+                             f"{err.decode(errors='replace').strip()[-300:]}{grown}{self._log_tail()}")
         stats = self._wait_usable(t0)
         seconds = time.monotonic() - t0
         self.pid = int(stats["pid"])
