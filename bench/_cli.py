@@ -1,5 +1,7 @@
 """``python -m bench run``: ProdFS side by side with native disk, bindfs and squashfuse.
 
+(``python -m bench scale`` is the other command: a mount on a big store, bench/_scale.py.)
+
 Builds the tree, publishes it to a PVC service on loopback, mounts every
 target, runs every measurement on every target interleaved, then the
 resolver alone and the daemon's memory, and writes
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import typer
 
+from ._scale_store import DEFAULT_STORE_DIR
 from ._system import BenchError
 
 __all__ = ["main"]
@@ -211,6 +214,66 @@ def _log_problems(path: Path) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if "Traceback" in line or "ERROR" in line][:20]
+
+
+@app.command()
+def scale(
+    db: str = typer.Option("sqlite", "--db", help="the store's database: sqlite or postgresql (a throwaway local "
+                           "server, scripts/pg-test-server.sh, stopped at the end)"),
+    products: int = typer.Option(1_000_000, "--products", min=1, help="products of the generated history"),
+    versions: int = typer.Option(3, "--versions-per-product", min=1),
+    files: int = typer.Option(2, "--files", min=0, help="files per version (gen_history --files)"),
+    seed: int = typer.Option(0, "--seed", help="gen_history --seed (and the seed of the sampled names)"),
+    store_dir: Path = typer.Option(DEFAULT_STORE_DIR, "--store-dir",
+                                   help="where stores are built and reused, one directory per database and "
+                                   "generator arguments (outside the repository)"),
+    out: Path = typer.Option(ROOT / "bench" / "results", "--out", help="where the JSON and markdown go"),
+    stem: str | None = typer.Option(None, "--name", help="file name of the results "
+                                    "(default: scale-DATE-PRODUCTS-DB)"),
+    lookups: int = typer.Option(500, "--lookups", min=1, help="versionless names looked up for the first time"),
+    publish_reps: int = typer.Option(5, "--publish-reps", min=1, help="publishes watched from the live mount"),
+    closure: int = typer.Option(10_000, "--closure-products", min=1, help="the workspace's closure, about"),
+    concurrency: int = typer.Option(500, "--concurrency", min=1, help="requests sent to the service at once"),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="measured rounds of concurrent requests"),
+    client_procs: int = typer.Option(1, "--client-procs", min=1, help="client processes sharing those requests"),
+    mount_timeout: float = typer.Option(120.0, "--mount-timeout", min=1, help="cap of each mount attempt, s"),
+    build_timeout: float = typer.Option(7200.0, "--build-timeout", min=1, help="cap of building the store, s"),
+    workdir: Path | None = typer.Option(None, "--workdir", help="mounts, caches and logs (default: a temporary "
+                                        "directory, removed at the end)"),
+    keep: bool = typer.Option(False, "--keep", help="keep the temporary work directory (the daemons' logs)"),
+) -> None:
+    """What a mount costs on a big store (issue #17): write OUT/scale-....json and .md."""
+    from ._scale import ScaleOptions, run_scale
+    from ._scale_report import write
+    from ._scale_store import GeneratorArgs, check_outside_repository
+
+    if db not in ("sqlite", "postgresql"):
+        raise typer.BadParameter(f"{db!r}: sqlite or postgresql", param_hint="--db")
+    if client_procs > concurrency:
+        raise typer.BadParameter("more client processes than requests", param_hint="--client-procs")
+    try:
+        store_dir = check_outside_repository(store_dir)
+    except BenchError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--store-dir") from None
+    opts = ScaleOptions(db=db, args=GeneratorArgs(products, versions, files, seed), store_dir=store_dir,
+                        lookups=lookups, publish_reps=publish_reps, closure_products=closure,
+                        concurrency=concurrency, rounds=rounds, client_procs=client_procs,
+                        mount_timeout=mount_timeout, build_timeout=build_timeout, workdir=workdir, keep=keep)
+    doc = run_scale(opts, log)
+    doc["command"] = "python -m bench " + shlex.join(sys.argv[1:])
+    js, md = write(doc, out, stem or f"scale-{doc['date']}-{_short(products)}-{db}")
+    rows = doc["target_checks"]
+    typer.echo(f"results: {js} and {md}")
+    typer.echo(f"targets: {sum(r['met'] is True for r in rows)} met, {sum(r['met'] is False for r in rows)} not met, "
+               f"{sum(r['met'] is None for r in rows)} without a verdict")
+
+
+def _short(n: int) -> str:
+    """1000000 -> 1m, 100000 -> 100k, 2500 -> 2500."""
+    for size, suffix in ((1_000_000, "m"), (1000, "k")):
+        if n % size == 0:
+            return f"{n // size}{suffix}"
+    return str(n)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,3 +96,74 @@ def test_tiny_run_writes_a_complete_result(tmp_path: Path) -> None:
     # nothing left mounted under the work directory
     with open("/proc/self/mounts") as f:
         assert str(tmp_path) not in f.read()
+
+
+def test_tiny_scale_run_has_every_row(tmp_path: Path) -> None:
+    """``python -m bench scale`` on a tiny store: every row of issue #17 measured, none failed."""
+    from bench._scale_report import ROWS
+
+    out, stores = tmp_path / "results", tmp_path / "stores"
+    cmd = [sys.executable, "-m", "bench", "scale", "--products", "400", "--versions-per-product", "2",
+           "--lookups", "20", "--publish-reps", "2", "--closure-products", "200", "--concurrency", "20",
+           "--rounds", "1", "--store-dir", str(stores), "--workdir", str(tmp_path / "work"), "--out", str(out),
+           "--name", "scale"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((out / "scale.json").read_text())
+    md = (out / "scale.md").read_text()
+
+    rows = {r["id"]: r for r in doc["target_checks"]}
+    assert [r["id"] for r in doc["target_checks"]] == [rid for rid, _, _ in ROWS]
+    for rid, what, threshold in ROWS:
+        assert f"| {what.replace('|', chr(92) + '|')} |" in md, rid
+    store = doc["store"]
+    assert not store["reused"] and store["key"] == "sqlite-400p-2v-2f-seed0" and store["build_seconds"] is not None
+    assert doc["database_version"].startswith("SQLite ")
+    assert len(doc["load_average_at_start"]) == 3
+
+    steps = doc["steps"]
+    # behaviour, not timing: each step ran and saw what it should
+    for rid in ("live_mount_ready", "live_mount_rss", "first_lookup", "again_lookup", "publish_visible",
+                "workspace_rss", "burst_product"):
+        assert rows[rid]["figure"] != "not measured", rows[rid]
+    # (how many products a mount loads at start is what the daemon decides: not checked)
+    assert steps["live_mount"]["rss_bytes"] > 0
+    assert steps["lookups"]["first"]["n"] == 20 and steps["lookups"]["first"]["errors"] == {}
+    assert steps["lookups"]["again"]["n"] == 20
+    reps = steps["publish"]["reps"]
+    assert [r["after"] for r in reps] == [r["before"] + 1 for r in reps] == [3, 3]
+    assert steps["publish"]["visible"] == 2, reps
+    ws = steps["workspace"]
+    assert ws["closure_products"] == ws["expected_closure"] >= 200 and ws["rss_bytes"] > 0
+    assert rows["workspace_mount"]["met"] is not None  # the closure reached the size asked
+    assert steps["burst_product"]["statuses"] == {"200": 20}
+    closure = steps["burst_closure"]
+    # the mount's first-lookup request: measured once the service takes depth and missing, refused before
+    assert closure.get("statuses") == {"200": 20} or "does not take this request yet" in closure["error"], closure
+    assert doc["daemon_log_problems"] == {"live": [], "workspace": []}
+    assert doc["steps"]["index_request"]["bytes"] > 0
+    with open("/proc/self/mounts") as f:
+        assert str(tmp_path) not in f.read()
+
+    # the same arguments find the store built; one that was not finished is built again
+    from bench._scale_store import GeneratorArgs, ensure_store
+
+    args = GeneratorArgs(400, 2)
+    again = ensure_store(stores, "sqlite", args, lambda _: None, build_timeout=60)
+    assert again.reused and again.record["built"] == store["built"]
+    assert [sorted(r) for r in again.record["runs"]] == [["date", "published", "workspace"]]
+    (again.path / "store.json").unlink()
+    rebuilt = ensure_store(stores, "sqlite", args, lambda _: None, build_timeout=60)
+    assert not rebuilt.reused and rebuilt.record["runs"] == [] and (rebuilt.data / "pvc.sqlite3").exists()
+
+
+def test_scale_stores_stay_outside_the_repository() -> None:
+    from bench._scale_store import check_outside_repository
+    from bench._system import BenchError
+
+    with pytest.raises(BenchError, match="inside the repository"):
+        check_outside_repository(ROOT / "bench" / "stores")
+    res = subprocess.run([sys.executable, "-m", "bench", "scale", "--store-dir", str(ROOT / "x")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--store-dir" in res.stderr  # a usage error, before anything is built
+    assert not (ROOT / "x").exists()
