@@ -279,27 +279,40 @@ class MountState:
                     touched.add(pri)  # the new name was looked up in vain
         return touched
 
+    def needs_resolver(self, touched: set[str] | None) -> bool:
+        """Whether a change to ``touched`` (None: anything) can move the workspace's graph.
+
+        The resolver walks the graph of the roots, which lies in their
+        closure: a change outside the closure cannot move it.
+        """
+        return touched is None or bool(touched & self.complete)
+
     def reresolve(self, touched: set[str] | None = None) -> set[str]:
         """Resolve again after ``touched`` changed (None: anything may have); return
-        the canonical PRIs whose versionless choice changed.
+        the canonical PRIs whose versionless choice changed."""
+        if self.needs_resolver(touched):
+            return self.adopt(resolve(self.graph, self.context), touched)
+        return self.forget(touched or set())
 
-        The resolver walks the workspace's graph, which lies in the closure
-        of the roots: a change outside the closure cannot move it, and only
-        the touched products' own choices (made on demand) are asked again.
-        """
+    def forget(self, touched: set[str]) -> set[str]:
+        """A change outside the closure: only the touched products' own choices are made again."""
         old = self.resolution
-        if touched is not None and not (touched & self.complete):
-            pris = {c for t in touched if (c := self.graph.canonical(t)) is not None}
-            before = {p: _num(old.choose(p)) for p in pris if p in old.asked}
-            old.forget(pris)
-            changed = {p for p, n in before.items() if n != _num(old.choose(p))}
-        else:
-            new = resolve(self.graph, self.context)
-            self.resolver_runs += 1
-            pris = set(old.choices) | set(new.choices) | set(old.asked) | (touched or set())
-            changed = {p for p in pris if self.graph.canonical(p) is not None
-                       and _num(old.choose(p)) != _num(new.choose(p))}
-            self.resolution = new
+        pris = {c for t in touched if (c := self.graph.canonical(t)) is not None}
+        before = {p: _num(old.choose(p)) for p in pris if p in old.asked}
+        old.forget(pris)
+        return self._moved({p for p, n in before.items() if n != _num(old.choose(p))})
+
+    def adopt(self, new: Resolution, touched: set[str] | None = None) -> set[str]:
+        """Serve ``new`` (a resolution of this graph and context, made meanwhile); return what moved."""
+        old = self.resolution
+        self.resolver_runs += 1
+        pris = set(old.choices) | set(new.choices) | set(old.asked) | (touched or set())
+        changed = {p for p in pris if self.graph.canonical(p) is not None
+                   and _num(old.choose(p)) != _num(new.choose(p))}
+        self.resolution = new
+        return self._moved(changed)
+
+    def _moved(self, changed: set[str]) -> set[str]:
         if changed:
             self.generation += 1
         return changed
