@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from ._measure import MEASURES
@@ -281,11 +282,12 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(doc: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
+def write(doc: dict, out_dir: Path, stem: str, render: Callable[[dict], str] | None = None) -> tuple[Path, Path]:
+    """``STEM.json`` and ``STEM.md`` (``render``, default this module's `markdown`) in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     js.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
-    md.write_text(markdown(doc))
+    md.write_text((render or markdown)(doc))
     return js, md
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import _report
+
 __all__ = ["ROWS", "check_targets", "markdown", "write"]
 
 MiB = 1 << 20
@@ -231,8 +233,4 @@ def _details(steps: dict) -> list[str]:
 
 
 def write(doc: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    js.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
-    md.write_text(markdown(doc))
-    return js, md
+    return _report.write(doc, out_dir, stem, render=markdown)
