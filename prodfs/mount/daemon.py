@@ -470,6 +470,7 @@ class Daemon:
         touched: set[str] = set()
         reload_workspace = new_names = False
         state = self.state
+        state.seen = max(state.seen, *(int(ev.get("id") or 0) for ev in events))
         for ev in events:
             self.stats.events += 1
             kind = ev.get("kind")

@@ -64,8 +64,7 @@ class Learner:
         state = self._state()
         if state.graph.get(pri) is not None or pri in state.missing:
             return  # learned while this call waited its turn
-        self.requests += 1
-        answer = await self.client.closure([pri], as_of=self._as_of, depth=0, missing="omit")
+        answer = await self._ask([pri], depth=0)
         added = state.learned(answer, complete=False)
         self.learned += len(added)
         if added:
@@ -77,13 +76,25 @@ class Learner:
         wanted = sorted(set(pris))
         if not wanted:
             return []
-        self.requests += 1
-        answer = await self.client.closure(wanted, as_of=self._as_of, missing="omit")
+        answer = await self._ask(wanted, depth=None)
         added = self._state().learned(answer, complete=True)
         if added:
             log.info("loaded the closure of %s: %d products", ", ".join(wanted), len(added))
             self._changed()
         return added
+
+    async def _ask(self, names: list[str], depth: int | None) -> dict:
+        # The feed skips events of products the mount does not know: an answer
+        # made before events the feed has already gone past would miss them.
+        # Such an answer is asked for again (it rarely is: the feed is behind
+        # the service, not ahead of it); in the end the newest one is taken.
+        for _ in range(3):
+            self.requests += 1
+            answer = await self.client.closure(names, as_of=self._as_of, depth=depth, missing="omit")
+            if not self._state().behind(answer):
+                break
+            log.debug("the answer for %s is older than the feed: asking again", ", ".join(names))
+        return answer
 
     async def root_page(self, after: str | None) -> tuple[list[str], str | None]:
         """A page of the names the root lists, and the ``after`` of the next (None at the end)."""

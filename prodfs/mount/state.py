@@ -83,6 +83,9 @@ class MountState:
         self.complete: set[str] = set(graph.products) if complete is None else complete
         self.missing: TTLCache[str, bool] = TTLCache(_MISSING_SIZE, _MISSING_TTL)
         self.resolver_runs = 1  # walks of the workspace's graph (changes elsewhere need none)
+        # the newest feed event the mount has taken in: an answer older than that may
+        # lack a change the feed already passed over (its product was not known then)
+        self.seen = graph.cursor
         # A snapshot is a frozen resolution: {canonical pri: number}
         self.snapshot_choices: dict[str, int] | None = (
             {k: int(v) for k, v in snapshot["choices"].items()} if snapshot else None
@@ -182,6 +185,10 @@ class MountState:
         return sorted(p.pri for p in self.graph if p.newest(self.pin_us) is not None)
 
     # -- learning ------------------------------------------------------------
+    def behind(self, answer: dict) -> bool:
+        """Whether a service answer is older than feed events this mount has already taken in."""
+        return int(answer.get("cursor") or 0) < self.seen
+
     def learned(self, answer: dict, *, complete: bool) -> list[str]:
         """Fold a ``/closure`` answer in; return the canonical PRIs it added.
 

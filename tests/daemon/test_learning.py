@@ -227,7 +227,7 @@ def test_learner_asks_once_per_name_and_fails_fast_when_degraded(tmp_path):
             reason.append("PVC is away")
             with pytest.raises(Unavailable):
                 await learner.name("s-c")
-            assert learner.requests == 4  # nothing was asked while degraded
+            assert learner.requests == 7  # nothing was asked while degraded
 
     try:
         trio.run(go)
