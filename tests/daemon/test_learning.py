@@ -222,6 +222,12 @@ def test_learner_asks_once_per_name_and_fails_fast_when_degraded(tmp_path):
             assert "s-missing" in state.missing
             assert await learner.closures(["s-b"]) == ["s-a"]
             assert {"s-a", "s-b"} <= state.complete
+            # an answer older than what the feed has gone past is asked again (three times at most)
+            state.seen = 10**9
+            asked = learner.requests
+            await learner.name("s-late")
+            assert learner.requests - asked == 3 and "s-late" in state.missing
+            state.seen = 0
             names, following = await learner.root_page(None)
             assert names == ["s-a", "s-b"] and following is None
             reason.append("PVC is away")
