@@ -3,7 +3,7 @@
 - In one mount, identical concurrent requests are coalesced: 64 processes
   opening the same cold file make one blob request and one manifest request.
 - Against one service, hundreds of clients doing a snapshot mount's start
-  (snapshot record, index as of its pin, manifests, payloads) all at the same
+  (snapshot record, the closures it loads as of its pin, manifests, payloads) all at the same
   moment: no error, bounded p99, the same requests per client for everyone.
 """
 
@@ -104,7 +104,10 @@ async def _farm(url: str, snap: str, clients: int) -> tuple[list[float], list[in
             await go.wait()
             try:
                 doc = await timed(c.get_snapshot(snap))
-                await timed(c.index(as_of=doc["record"]["context"]["pin"]))
+                # what a snapshot mount loads: the closure of its roots, and its choices
+                pin, record_ = doc["record"]["context"]["pin"], doc["record"]
+                await timed(c.closure(record_["context"]["roots"], as_of=pin, missing="omit"))
+                await timed(c.closure(sorted(record_["choices"]), as_of=pin, depth=0, missing="omit"))
                 for pri, number in sorted(doc["record"]["choices"].items()):
                     version = await timed(c.get_version(pri, number))
                     for e in version["manifest"]:
@@ -132,8 +135,8 @@ def test_render_farm_start(tmp_path: Path, pvc_url: str, clients: int) -> None:
     snap = _publish(Publisher(pvc_url), tmp_path)
     latencies, per_client, errors, wall = trio.run(_farm, pvc_url, snap, clients)
     assert not errors, errors[:10]
-    # every client needs: snapshot, index, 3 manifests, 9 payloads (more only if one was repeated)
-    needed = 2 + len(PRIS) * 4
+    # every client needs: snapshot, two closures, 3 manifests, 9 payloads (more only if one was repeated)
+    needed = 3 + len(PRIS) * 4
     assert len(per_client) == clients and min(per_client) == needed, sorted(set(per_client))
     figures = summary(latencies)
     assert figures["p99_ms"] < BOUND * 1000, figures
