@@ -94,6 +94,7 @@ class MountState:
         self.generation = 0  # bumped when the resolution changes
         # name -> {"pri", "number", "rule", "first_used", "last_used", "history": [...]}
         self.resolved: dict[str, dict] = {}
+        self._used_by: dict[str, list[str]] = {}  # a used name's PRI part as spelled -> those names
 
     # -- time ------------------------------------------------------------
     @property
@@ -242,6 +243,7 @@ class MountState:
         if rec is None:
             rec = {"name": view.name, "first_used": now, "history": []}
             self.resolved[view.name] = rec
+            self._used_by.setdefault(view.name.split("@", 1)[0], []).append(view.name)
         rec.update(pri=view.pri, number=view.number, ref=view.ref, rule=view.rule, last_used=now)
         rec["history"].append({"time": now, "ref": view.ref})
         log.info("resolved %s -> %s (%s)", view.name, view.ref, view.rule)
@@ -339,11 +341,10 @@ class MountState:
             if p is not None:
                 names.add(p.pri)
                 names.update(p.aliases)
-        canon = {self.graph.canonical(n) for n in names}
-        for used in self.resolved:
-            base = used.split("@", 1)[0]
-            if base in names or self.graph.canonical(base) in canon:
-                names.add(used)
+        # every spelling of these products' names is among ``names``: the used
+        # names under them, not a walk over every name used
+        for base in list(names):
+            names.update(self._used_by.get(base, ()))
         return names
 
 
