@@ -17,7 +17,8 @@ from sqlalchemy import ColumnElement, Connection, Select, func, select
 from ._errors import NotFound, from_client_error
 from ._schema import label_moves, product_names, products, versions
 
-__all__ = ["now_us", "parse_as_of", "chunks", "batches", "where_in", "find_product", "lookup_product",
+__all__ = ["now_us", "parse_as_of", "chunks", "batches", "where_in", "find_products", "find_product",
+           "lookup_product", "no_product",
            "canonical_names_query", "canonical_names", "aliases_of", "latest_numbers", "labels_as_of",
            "Product", "product_by_id"]
 
@@ -79,29 +80,37 @@ class Product:
         self.began_us = began_us  # when that canonical name began
 
 
+def find_products(conn: Connection, names: Iterable[str], as_of: int) -> dict[str, Product]:
+    """name -> the product it (canonical or alias) denotes as of a time, for the names that
+    denote one: two queries per `CHUNK` names, however many there are."""
+    found: dict[str, tuple[int, int]] = {}
+    for batch in chunks(dict.fromkeys(names)):
+        rows = conn.execute(
+            select(product_names.c.name, products.c.id, products.c.created_us)
+            .join(product_names, product_names.c.product_id == products.c.id)
+            .where(product_names.c.name.in_(batch), product_names.c.began_us <= as_of,
+                   products.c.created_us <= as_of)
+        ).all()
+        found.update({name: (pid, created) for name, pid, created in rows})
+    current = canonical_names(conn, {pid for pid, _ in found.values()}, as_of)
+    return {name: Product(pid, current[pid][0], created, current[pid][1])
+            for name, (pid, created) in found.items()}
+
+
 def find_product(conn: Connection, name: str, as_of: int) -> Product | None:
     """The product a name (canonical or alias) denotes as of a time, or None."""
-    row = conn.execute(
-        select(products.c.id, products.c.created_us)
-        .join(product_names, product_names.c.product_id == products.c.id)
-        .where(product_names.c.name == name, product_names.c.began_us <= as_of,
-               products.c.created_us <= as_of)
-    ).first()
-    if row is None:
-        return None
-    current = conn.execute(
-        select(product_names.c.name, product_names.c.began_us)
-        .where(product_names.c.product_id == row.id, product_names.c.began_us <= as_of)
-        .order_by(product_names.c.began_us.desc(), product_names.c.id.desc()).limit(1)
-    ).one()
-    return Product(row.id, current.name, row.created_us, current.began_us)
+    return find_products(conn, [name], as_of).get(name)
+
+
+def no_product(name: str, as_of: int) -> NotFound:
+    return NotFound(f"no product {name!r} as of {format_time(from_micros(as_of))}")
 
 
 def lookup_product(conn: Connection, name: str, as_of: int) -> Product:
     """Like `find_product`, but an unknown name is a 404."""
     product = find_product(conn, name, as_of)
     if product is None:
-        raise NotFound(f"no product {name!r} as of {format_time(from_micros(as_of))}")
+        raise no_product(name, as_of)
     return product
 
 
