@@ -26,6 +26,7 @@ from ._names import (
     find_products,
     labels_as_of,
     no_product,
+    Prepared,
     where_in,
 )
 from ._schema import dependencies, products, versions
@@ -154,11 +155,8 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
     per_product: dict[int, list[dict[str, Any]]] = {pid: [] for pid in found}
     by_version: dict[int, dict[str, Any]] = {}
     for batch in batches(ids):
-        query = _visible(select(versions.c.id, versions.c.product_id, versions.c.number, versions.c.created_us),
-                         as_of, batch)
         # unpacked rows: this loop runs once per version of the whole store
-        rows = conn.execute(query.order_by(versions.c.product_id, versions.c.number)).all()
-        for vid, pid, number, created in rows:
+        for vid, pid, number, created in _versions(conn, as_of, batch).all():
             if pid not in per_product:
                 continue
             entry = {"number": number, "created_at": iso(created), "dependencies": []}
@@ -167,9 +165,7 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
 
     raw_deps: list[tuple[dict[str, Any], int, int]] = []
     for batch in batches(ids):
-        query = dependency_rows().join(versions, versions.c.id == dependencies.c.version_id)
-        rows = conn.execute(_visible(query, as_of, batch)).all()
-        for vid, dep_pid, dep_number in rows:
+        for vid, dep_pid, dep_number in _dependencies(conn, as_of, batch).all():
             entry = by_version.get(vid)
             if entry is not None:
                 raw_deps.append((entry, dep_pid, dep_number))
@@ -188,6 +184,13 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
     return {"as_of": iso(as_of), "cursor": cursor, "products": out}
 
 
-def _visible(query: Select[Any], as_of: int, batch: list[int] | None) -> Select[Any]:
+def _visible(query: Select[Any], as_of: Any, batch: Any) -> Select[Any]:
     """``query``, which reads ``versions``, limited to the versions of ``batch`` visible at ``as_of``."""
     return where_in(query.where(versions.c.created_us <= as_of), versions.c.product_id, batch)
+
+
+_versions = Prepared(lambda as_of, ids: _visible(
+    select(versions.c.id, versions.c.product_id, versions.c.number, versions.c.created_us), as_of, ids)
+    .order_by(versions.c.product_id, versions.c.number))
+_dependencies = Prepared(lambda as_of, ids: _visible(
+    dependency_rows().join(versions, versions.c.id == dependencies.c.version_id), as_of, ids))
