@@ -113,6 +113,9 @@ async def run(url: str, products: int, seed: int, reps: int, burst: int, skip_in
             return f"{api}/products/{quote(rng.choice(names), safe=':@')}/versions/latest", None
 
         await _timed(conn, "GET", f"{api}/health")
+        if reps == 0:
+            out["burst"] = await _burst(host, port, api, rng.sample(names, burst))
+            return out
         out["closure_depth0"] = await _series(conn, reps, "POST", first_lookup)
         out["closure_100_shots"] = await _series(conn, reps, "POST", workspace)
         out["products_page_1000"] = await _series(conn, reps, "GET", page("products", 1000))
@@ -158,7 +161,7 @@ def main(args: list[str] | None = None) -> int:
     p.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8750")
     p.add_argument("--products", type=int, required=True, help="as given to bench.gen_history")
     p.add_argument("--seed", type=int, default=1, help="as given to bench.gen_history")
-    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--reps", type=int, default=20, help="requests per kind timed alone (0: the burst only)")
     p.add_argument("--burst", type=int, default=500, help="concurrent first lookups (0: none)")
     p.add_argument("--skip-index", action="store_true", help="no /index pages (a service without paging "
                    "answers the whole store to each)")

@@ -72,8 +72,11 @@ def is_outage(error: BaseException) -> bool:
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
         backend = make_url(url).get_backend_name()
+        # a server's connections can die under the pool (a restart): each is
+        # pinged when taken; a SQLite file's cannot, and the ping would be one
+        # more statement in every request
+        kwargs: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
         if backend == "sqlite":
             # sqlite3's own timeout is its busy handler: writers wait for each other
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
