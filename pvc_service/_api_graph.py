@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
-from pvc_client import parse_pri, parse_ref
+from pvc_client import PVCError, parse_pri, parse_ref
 from starlette.responses import Response
 
 from ._auth import Principal, require
+from ._errors import Invalid
 from ._graph import closure_graph, index_graph
 from ._json import json_response
 from ._models import PAGE_LIMIT, ClosureBody
@@ -26,7 +27,10 @@ async def index(request: Request, as_of: str | None = None, prefix: str = Query(
                 _: Principal = Depends(require("read"))) -> Response:
     when = parse_as_of(as_of, now_us())
     # a canonical name or nothing: any other text is a caller's mistake, not a bound
-    start = parse_pri(after).text if after else None
+    try:
+        start = parse_pri(after).text if after else None
+    except PVCError as error:
+        raise Invalid(f"after: {error}", "invalid_pri") from None
     return json_response(await run_read(request, index_graph, when, prefix, start, limit))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_client import LATEST, Ref
-from sqlalchemy import Connection, Select, literal, select
+from sqlalchemy import BindParameter, Connection, Select, literal, select
 
 from ._catalog import canonical_page, dependency_rows, find_versions, iso, visible_products_query
 from ._errors import ServiceError
@@ -184,7 +184,7 @@ def _graph(conn: Connection, as_of: int, cursor: int, found: dict[int, tuple[str
     return {"as_of": iso(as_of), "cursor": cursor, "products": out}
 
 
-def _visible(query: Select[Any], as_of: Any, batch: Any) -> Select[Any]:
+def _visible(query: Select[Any], as_of: BindParameter[Any], batch: BindParameter[Any] | None) -> Select[Any]:
     """``query``, which reads ``versions``, limited to the versions of ``batch`` visible at ``as_of``."""
     return where_in(query.where(versions.c.created_us <= as_of), versions.c.product_id, batch)
 

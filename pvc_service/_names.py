@@ -12,7 +12,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from pvc_client import PVCError, format_time, from_micros, parse_time, to_micros, utcnow
-from sqlalchemy import BigInteger, ColumnElement, Connection, CursorResult, Select, String, bindparam, func, select
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Select,
+    String,
+    bindparam,
+    func,
+    select,
+)
 
 from ._errors import NotFound, from_client_error
 from ._schema import label_moves, product_names, products, versions
@@ -64,7 +75,7 @@ def batches(ids: Iterable[int] | None) -> Iterable[list[int] | None]:
     return [None] if ids is None else chunks(ids)
 
 
-def where_in(query: S, column: ColumnElement[Any], batch: Sequence[int] | Any | None) -> S:
+def where_in(query: S, column: ColumnElement[Any], batch: Sequence[int] | BindParameter[Any] | None) -> S:
     """``query`` limited to rows whose ``column`` is in ``batch`` (ids, or `IDS`); a None batch limits nothing."""
     return query if batch is None else query.where(column.in_(batch))
 
@@ -86,7 +97,7 @@ class Prepared:
 
     __slots__ = ("build", "shapes")
 
-    def __init__(self, build: Callable[[Any, Any], Select[Any]]) -> None:
+    def __init__(self, build: Callable[[BindParameter[Any], BindParameter[Any] | None], Select[Any]]) -> None:
         self.build = build
         self.shapes: dict[bool, Select[Any]] = {}
 
@@ -147,7 +158,8 @@ def lookup_product(conn: Connection, name: str, as_of: int) -> Product:
     return product
 
 
-def canonical_names_query(as_of: int | Any, ids: Sequence[int] | Any | None = None) -> Select[Any]:
+def canonical_names_query(as_of: int | BindParameter[Any],
+                          ids: Sequence[int] | BindParameter[Any] | None = None) -> Select[Any]:
     """(product_id, name, began_us) of each product's canonical name as of a time."""
     rank = func.row_number().over(
         partition_by=product_names.c.product_id,
@@ -202,7 +214,7 @@ def latest_numbers(conn: Connection, ids: Iterable[int], as_of: int) -> dict[int
     return out
 
 
-def _labels_query(as_of: Any, ids: Any) -> Select[Any]:
+def _labels_query(as_of: BindParameter[Any], ids: BindParameter[Any] | None) -> Select[Any]:
     rank = func.row_number().over(
         partition_by=(label_moves.c.product_id, label_moves.c.label),
         order_by=(label_moves.c.moved_us.desc(), label_moves.c.id.desc()),
