@@ -19,6 +19,7 @@ from ._catalog import canonical_page, dependency_rows, find_versions, iso, visib
 from ._errors import ServiceError
 from ._events import current_cursor
 from ._names import (
+    Prepared,
     aliases_of,
     batches,
     canonical_names,
@@ -26,7 +27,6 @@ from ._names import (
     find_products,
     labels_as_of,
     no_product,
-    Prepared,
     where_in,
 )
 from ._schema import dependencies, products, versions
