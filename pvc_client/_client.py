@@ -210,6 +210,9 @@ class PVCClient:
     BACKOFF_CAP = 5.0
     TRANSFER_CONCURRENCY = 4
     PAGE_SIZE = 1000  # products per /products request
+    # products per /index or /closure page; None asks for the whole graph at
+    # once (a service older than paging refuses ``limit`` in a closure body)
+    GRAPH_PAGE_SIZE: int | None = 5000
 
     def __init__(
         self,
@@ -373,22 +376,31 @@ class PVCClient:
 
     async def list_products(self, prefix: str | None = None, as_of: TimeArg = None) -> list[JSON]:
         """Every visible product (sorted by PRI), following the service's paging."""
-        limit = self.PAGE_SIZE
-        params: dict[str, Any] = {"prefix": prefix, "as_of": as_time(as_of), "limit": limit}
         products: list[JSON] = []
+        after: str | None = None
         while True:
-            page = _field(await self._json("GET", "/products", params=params), "products", list)
+            page, after = await self.product_page(prefix, as_of, after, self.PAGE_SIZE)
             products.extend(page)
-            if len(page) < limit:
+            if after is None:
                 return products
-            params["after"] = page[-1]["pri"]
 
     async def product_page(self, prefix: str | None = None, as_of: TimeArg = None, after: str | None = None,
                            limit: int = 1000) -> tuple[list[JSON], str | None]:
-        """One page of `list_products`, and the ``after`` of the next page (None at the end)."""
-        params: dict[str, Any] = {"prefix": prefix, "as_of": as_time(as_of), "limit": limit, "after": after}
-        page = _field(await self._json("GET", "/products", params=params), "products", list)
-        return page, (page[-1]["pri"] if len(page) >= limit else None)
+        """One page of products (sorted by PRI) whose names sort after ``after``, and the
+        ``after`` of the next page (None: this was the last), for listings that must not
+        hold every name at once."""
+        if not 1 <= limit <= 100_000:
+            raise InvalidInput(f"a page holds 1..100000 products, not {limit}")
+        params = {"prefix": prefix, "as_of": as_time(as_of), "limit": limit, "after": after}
+        answer = await self._json("GET", "/products", params=params)
+        page = _field(answer, "products", list)
+        if "next" in answer:
+            following = answer["next"]
+        else:  # a service older than "next": a full page may have more after it
+            following = page[-1]["pri"] if len(page) == limit else None
+        if following is not None and (not isinstance(following, str) or (after is not None and following <= after)):
+            raise PVCError(f"the service's product pages do not move on (next {following!r} after {after!r})")
+        return page, following
 
     async def get_product(self, pri: str, as_of: TimeArg = None) -> JSON:
         return await self._json("GET", f"/products/{pri_path(pri)}", params={"as_of": as_time(as_of)})
@@ -660,11 +672,21 @@ class PVCClient:
     # -- graph and events ------------------------------------------------------------------
 
     async def index(self, as_of: TimeArg = None, prefix: str | None = None) -> JSON:
-        return await self._json("GET", "/index", params={"as_of": as_time(as_of), "prefix": prefix})
+        """The Graph of every visible product (whose PRI starts with ``prefix``), asked
+        `GRAPH_PAGE_SIZE` products at a time and merged: one answer, as of one time."""
+        params: dict[str, Any] = {"as_of": as_time(as_of), "prefix": prefix, "limit": self.GRAPH_PAGE_SIZE}
+
+        async def page(after: str | None, pinned: str | None) -> JSON:
+            if pinned is not None:
+                params["as_of"] = pinned
+            return await self._json("GET", "/index", params={**params, "after": after})
+
+        return await _merged_pages(page, "index")
 
     async def closure(self, roots: Iterable[str], as_of: TimeArg = None, *, depth: int | None = None,
                       missing: str = "error") -> JSON:
-        """The Graph reachable from ``roots`` (``depth`` levels; None: all).
+        """The Graph reachable from ``roots`` (``depth`` levels; None: all), asked
+        `GRAPH_PAGE_SIZE` products at a time and merged.
 
         ``missing="omit"`` answers an unknown root with a null ``pri`` in
         ``roots`` instead of raising `NotFound`.
@@ -674,7 +696,16 @@ class PVCClient:
             body["depth"] = depth
         if missing != "error":
             body["missing"] = missing
-        return await self._json("POST", "/closure", body=body, idempotent=True)
+        if self.GRAPH_PAGE_SIZE is not None:
+            body["limit"] = self.GRAPH_PAGE_SIZE
+
+        async def page(after: int | None, pinned: str | None) -> JSON:
+            if pinned is not None:
+                body["as_of"] = pinned
+            extra = {} if after is None else {"after": after}
+            return await self._json("POST", "/closure", body={**body, **extra}, idempotent=True)
+
+        return await _merged_pages(page, "closure")
 
     async def events(self, after: int = 0, timeout: float = 0.0, limit: int = 1000) -> JSON:
         """``{"events": [...], "cursor": N}``; waits up to ``timeout`` seconds for news."""
@@ -734,6 +765,28 @@ class PVCClient:
     ) -> JSON:
         """Write the version ``ref`` names into ``directory`` (absent or empty); verify every file."""
         return await materialize(self, ref, directory, as_of=as_of, progress=progress)
+
+
+async def _merged_pages(page: Callable[[Any, str | None], Awaitable[JSON]], what: str) -> JSON:
+    """The pages of one Graph merged into the answer an unpaged request gets.
+
+    ``page(after, as_of)`` asks for one page. Every page after the first is
+    asked as of the time the first one answered, so that all of them show
+    one state of the store; the first page's ``cursor`` (and ``roots``) is
+    the merged answer's. A service that does not page answers no ``next``:
+    its one answer is the whole graph.
+    """
+    first = await page(None, None)
+    products = dict(_field(first, "products", dict))
+    following = first.get("next")
+    while following is not None:
+        answer = await page(following, _field(first, "as_of", str))
+        after, following = following, answer.get("next")
+        if following is not None and (type(following) is not type(after) or not following > after):
+            raise PVCError(f"the service's {what} pages do not move on (next {following!r} after {after!r})")
+        products.update(_field(answer, "products", dict))
+    # in name order, as one answer has them (a closure's pages are by product id)
+    return {**first, "products": dict(sorted(products.items())), "next": None}
 
 
 def _field(answer: Any, key: str, kind: type[T]) -> T:

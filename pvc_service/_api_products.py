@@ -12,7 +12,7 @@ from starlette.responses import Response
 from . import _catalog, _publish
 from ._auth import Principal, require
 from ._json import json_response
-from ._models import LabelBody, PublishBody, RenameBody
+from ._models import PAGE_LIMIT, LabelBody, PublishBody, RenameBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
 from ._state import run_db, run_read, state
 from ._workspaces import check_name
@@ -38,12 +38,12 @@ async def _read_product(request: Request, pri: str, as_of: str | None, fn: Calla
 
 @router.get("/products")
 async def list_products(request: Request, prefix: str = "", as_of: str | None = AsOf,
-                        limit: int = Query(1000, ge=1, le=100_000), after: str | None = None,
+                        limit: int = Query(1000, ge=1, le=PAGE_LIMIT), after: str | None = None,
                         _: Principal = Depends(require("read"))) -> Response:
     now = now_us()
     when = parse_as_of(as_of, now)
-    found = await run_read(request, _catalog.list_products, when, prefix, after, limit)
-    return json_response({"products": found})
+    found, following = await run_read(request, _catalog.list_products, when, prefix, after, limit)
+    return json_response({"products": found, "next": following})
 
 
 @router.get("/products/{pri}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime
 import functools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pvc_client import LATEST, format_time, from_micros, is_label
-from sqlalchemy import Connection, Row, Select, func, select
+from sqlalchemy import Connection, Row, Select, select, tuple_
 
-from ._errors import Invalid, NotFound
+from ._errors import Invalid, NotFound, ServiceError
 from ._names import (
     Product,
     aliases_of,
@@ -20,10 +21,11 @@ from ._names import (
     labels_as_of,
     latest_numbers,
 )
-from ._schema import dependencies, label_moves, products, version_origins, versions
+from ._schema import dependencies, label_moves, product_names, products, version_origins, versions
 
-__all__ = ["iso", "product_summary", "list_products", "visible_products_query", "list_versions", "get_version",
-           "find_version", "product_labels", "label_history", "dependency_rows", "dependency_refs",
+__all__ = ["iso", "product_summary", "list_products", "visible_products_query", "canonical_page",
+           "list_versions", "get_version",
+           "find_version", "find_versions", "product_labels", "label_history", "dependency_rows", "dependency_refs",
            "version_workspaces"]
 
 _NUMBER_RE = re.compile(r"[1-9][0-9]{0,9}")
@@ -86,13 +88,67 @@ def visible_products_query(as_of: int, prefix: str = "") -> tuple[Select, Any]:
     return query, names
 
 
-def list_products(conn: Connection, as_of: int, prefix: str, after: str | None,
-                  limit: int) -> list[dict[str, Any]]:
-    query, names = visible_products_query(as_of, prefix)
+def canonical_page(conn: Connection, as_of: int, prefix: str = "", after: str | None = None,
+                   limit: int | None = None) -> tuple[list[tuple[int, str, int, int]], str | None]:
+    """A page of the products visible at ``as_of``, by canonical name: (product_id, name,
+    began_us, created_us) of the first ``limit`` whose name starts with ``prefix`` and sorts
+    after ``after``; and the name to page on from (None: this is the last page).
+
+    The names are walked in the order of their index from ``after`` (or the
+    prefix), each kept only when it is its product's newest name as of
+    ``as_of``; so a page reads about as many names as it answers (plus the
+    aliases among them), whatever the size of the store. Names compare as
+    bytes (code points) on both databases: on PostgreSQL through ``COLLATE
+    "C"`` and its index (``ix_product_names_name_c``), whatever the
+    database's own collation, so that a page's order is the answer's order.
+    """
+    name = _binary(conn, product_names.c.name)
+    newer = product_names.alias("newer")
+    # the product's newest name as of the time, looked up for each name the
+    # page walks: a correlated LIMIT 1 that no planner turns into a join over
+    # every name (PostgreSQL hashes a NOT EXISTS over the whole table when it
+    # expects a prefix's range to be large)
+    current = (select(newer.c.id)
+               .where(newer.c.product_id == product_names.c.product_id, newer.c.began_us <= as_of)
+               .order_by(newer.c.began_us.desc(), newer.c.id.desc()).limit(1).scalar_subquery())
+    query = (
+        select(product_names.c.product_id, product_names.c.name, product_names.c.began_us, products.c.created_us)
+        .join(products, products.c.id == product_names.c.product_id)
+        .where(product_names.c.began_us <= as_of, products.c.created_us <= as_of, product_names.c.id == current)
+        .order_by(name)
+    )
+    if prefix:
+        if not (prefix.isascii() and prefix.isprintable()):
+            return [], None  # names are printable ASCII: nothing can start so
+        # a range the index can seek to (LIKE alone is a scan on SQLite, and
+        # case-blind there): every name that starts with the prefix is in it
+        query = query.where(name >= prefix, name < _prefix_end(prefix))
     if after:
-        query = query.where(names.c.name > after)
-    rows = conn.execute(query.order_by(names.c.name).limit(limit)).all()
-    return _product_summaries(conn, [(r.product_id, r.name, r.began_us, r.created_us) for r in rows], as_of)
+        query = query.where(name > after)
+    if limit is not None:
+        query = query.limit(limit + 1)  # one more: whether a next page exists
+    rows = [(r.product_id, r.name, r.began_us, r.created_us) for r in conn.execute(query).all()]
+    if limit is not None and len(rows) > limit:
+        del rows[limit:]
+        return rows, rows[-1][1]
+    return rows, None
+
+
+def _binary(conn: Connection, column: Any) -> Any:
+    """``column`` compared as bytes: SQLite's default already; PostgreSQL's only with ``"C"``."""
+    return column.collate("C") if conn.dialect.name == "postgresql" else column
+
+
+def _prefix_end(prefix: str) -> str:
+    """The least string above every string that starts with an ASCII ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def list_products(conn: Connection, as_of: int, prefix: str, after: str | None,
+                  limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of ``GET /products`` and the ``after`` of the next one (None: the last page)."""
+    rows, following = canonical_page(conn, as_of, prefix, after, limit)
+    return _product_summaries(conn, rows, as_of), following
 
 
 def dependency_rows() -> Select[tuple[int, int, int]]:
@@ -143,25 +199,44 @@ def list_versions(conn: Connection, product: Product, as_of: int) -> list[dict[s
 
 def find_version(conn: Connection, product: Product, selector: str, as_of: int) -> int:
     """The number a selector (``N``, a label or ``latest``) denotes as of a time."""
-    visible = (versions.c.product_id == product.id, versions.c.created_us <= as_of)
-    if selector == LATEST:
-        number = conn.execute(select(func.max(versions.c.number)).where(*visible)).scalar()
-        if number is None:
-            raise NotFound(f"{product.pri} has no version as of {iso(as_of)}")
-        return int(number)
-    if _NUMBER_RE.fullmatch(selector):
-        number = int(selector)
-        found = conn.execute(select(versions.c.id).where(*visible, versions.c.number == number)).first()
-        if found is None:
-            raise NotFound(f"no version {product.pri}@{number} as of {iso(as_of)}")
-        return number
-    if not is_label(selector):
-        raise Invalid(f"{selector!r}: a version is N (>= 1, no leading zeros), a label or 'latest'",
-                      "invalid_pri")
-    labels = labels_as_of(conn, [product.id], as_of).get(product.id, {})
-    if selector not in labels:
-        raise NotFound(f"no label {product.pri}@{selector} as of {iso(as_of)}")
-    return labels[selector]
+    found = find_versions(conn, [(product, selector)], as_of)[0]
+    if isinstance(found, ServiceError):
+        raise found
+    return found
+
+
+def find_versions(conn: Connection, wanted: Sequence[tuple[Product, str]],
+                  as_of: int) -> list[int | ServiceError]:
+    """`find_version` of each (product, selector), in order: the number, or the error it
+    would raise. At most three queries per `CHUNK` products (latest, numbers, labels)."""
+    latest = [p.id for p, sel in wanted if sel == LATEST]
+    numbered = [(p.id, int(sel)) for p, sel in wanted if sel != LATEST and _NUMBER_RE.fullmatch(sel)]
+    labelled = [p.id for p, sel in wanted if sel != LATEST and not _NUMBER_RE.fullmatch(sel) and is_label(sel)]
+    newest = latest_numbers(conn, latest, as_of) if latest else {}
+    exist: set[tuple[int, int]] = set()
+    for batch in chunks(numbered):
+        rows = conn.execute(select(versions.c.product_id, versions.c.number).where(
+            tuple_(versions.c.product_id, versions.c.number).in_(batch), versions.c.created_us <= as_of))
+        exist.update((pid, n) for pid, n in rows)
+    labels = labels_as_of(conn, labelled, as_of) if labelled else {}
+    out: list[int | ServiceError] = []
+    for product, selector in wanted:
+        if selector == LATEST:
+            number = newest.get(product.id)
+            out.append(NotFound(f"{product.pri} has no version as of {iso(as_of)}") if number is None
+                       else int(number))
+        elif _NUMBER_RE.fullmatch(selector):
+            number = int(selector)
+            out.append(number if (product.id, number) in exist
+                       else NotFound(f"no version {product.pri}@{number} as of {iso(as_of)}"))
+        elif not is_label(selector):
+            out.append(Invalid(f"{selector!r}: a version is N (>= 1, no leading zeros), a label or 'latest'",
+                               "invalid_pri"))
+        elif selector in labels.get(product.id, {}):
+            out.append(labels[product.id][selector])
+        else:
+            out.append(NotFound(f"no label {product.pri}@{selector} as of {iso(as_of)}"))
+    return out
 
 
 def get_version(conn: Connection, product: Product, number: int, as_of: int) -> dict[str, Any]:

@@ -30,8 +30,12 @@ def record_event(conn: Connection, kind: str, time_us: int, pri: str | None, **d
     return int(key[0])
 
 
+# built once: every graph answer asks it (see `_names.Prepared`)
+_CURSOR = select(func.coalesce(func.max(events.c.id), 0))
+
+
 def current_cursor(conn: Connection) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+    return int(conn.execute(_CURSOR).scalar_one())
 
 
 def event_json(row: Any) -> dict[str, Any]:

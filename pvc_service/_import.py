@@ -50,6 +50,7 @@ from ._errors import ServiceError
 from ._names import Product, chunks, find_product, now_us, product_by_id
 from ._publish import settable_label
 from ._schema import (
+    ALL_TABLES,
     blobs,
     dependencies,
     events,
@@ -467,6 +468,13 @@ def import_history(db: Database, lines: Iterable[str | bytes], *, allow_missing_
                 progress(n)
         report = importer.finish()
         report.lines = n
+    if db.dialect == "postgresql":
+        # Statistics of the tables just filled, before the service plans a
+        # query on them: autovacuum would take them within a minute or so,
+        # and until then the planner guesses. (SQLite's planner picks the
+        # same indexes without statistics.)
+        with db.engine.begin() as conn:
+            conn.execute(text(f"ANALYZE {', '.join(ALL_TABLES)}"))
     report.seconds = time.monotonic() - start
     if progress is not None:
         progress(n)

@@ -11,12 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["WorkspaceOrigin", "PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "WorkspaceBody",
+__all__ = ["PAGE_LIMIT", "WorkspaceOrigin", "PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "WorkspaceBody",
            "SnapshotBody"]
 
 _TEXT = 256
 _MESSAGE = 64 * 1024
 _LIST = 100_000
+# the most products one page of /index, /closure or /products answers
+PAGE_LIMIT = 100_000
 
 
 class _Body(BaseModel):
@@ -65,6 +67,9 @@ class ClosureBody(_Body):
                               description="levels of dependencies followed; null: all, 0: the roots only")
     missing: Literal["error", "omit"] = Field(
         "error", description="an unknown root: 404 (error) or answered with a null pri and number (omit)")
+    after: int | None = Field(None, ge=0, le=2**63 - 1,
+                              description="page on from this product id (a page's next); null: the first page")
+    limit: int | None = Field(None, ge=1, le=PAGE_LIMIT, description="products per page; null: all")
 
 
 class WorkspaceBody(_Body):

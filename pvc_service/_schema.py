@@ -59,6 +59,13 @@ class CompactJSON(TypeDecorator[Any]):
 metadata = MetaData()
 
 
+def _only_on(dialect: str, index: Index) -> Index:
+    """An index that only ``dialect`` gets: ``create_all`` obeys ``ddl_if``, and
+    ``Database.create_schema`` reads ``info["dialect"]`` (public, unlike the former)."""
+    index.info["dialect"] = dialect
+    return index.ddl_if(dialect=dialect)
+
+
 def _numbered_history(name: str, owner: str, owner_id: str, *, number: str, time: str,
                       payload: list[Column[Any]], unique: str, indexes: list[Index] | None = None) -> Table:
     """A history numbered 1, 2, ... per row of ``owner``: one row an entry.
@@ -105,6 +112,11 @@ product_names = Table(
     Column("began_us", BigInteger, nullable=False),
     Index("ix_product_names_product", "product_id", "began_us"),
 )
+
+# Pages by canonical name (``/index``, ``GET /products``) walk the names in
+# byte order. SQLite's unique index on ``name`` is in that order already;
+# PostgreSQL's follows the database's collation, which need not be "C".
+_only_on("postgresql", Index("ix_product_names_name_c", product_names.c.name.collate("C")))
 
 versions = _numbered_history(
     "versions", "products", "product_id", number="number", time="created_us",

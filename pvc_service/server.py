@@ -23,6 +23,7 @@ from sqlalchemy import exc as sa_exc
 from . import __version__
 from ._auth import TokensFileError, load_tokens
 from ._db import SchemaError, normalize_db_url
+from ._workers import serve_workers
 from .app import create_app
 from .config import ServiceConfig
 
@@ -47,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a non-loopback address without a tokens file (anyone may publish)")
     p.add_argument("--ready-file", type=Path, metavar="FILE",
                    help="write the service URL to FILE once it listens")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="service processes sharing the socket (default 1; one per core uses them all)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # a worker of --workers: the socket its parent bound (see _workers)
+    p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"pvc service {__version__}")
     return p
 
@@ -61,6 +66,8 @@ def main(args: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0 <= ns.port <= 65535:
         return _fail(f"--port {ns.port}: not a port number", 2)
+    if not 1 <= ns.workers <= 256:
+        return _fail(f"--workers {ns.workers}: give 1 to 256 processes", 2)
 
     tokens = None
     if ns.tokens is not None:
@@ -86,15 +93,21 @@ def main(args: list[str] | None = None) -> int:
         return _fail(f"cannot use the data directory {ns.data}: {error}", 1)
 
     try:
-        sock = _listen(ns.host, ns.port)
+        sock = socket.socket(fileno=ns.listen_fd) if ns.listen_fd is not None else _listen(ns.host, ns.port)
     except OSError as error:
         return _fail(f"cannot listen on {ns.host}:{ns.port}: {error.strerror or error}", 1)
     host, port = sock.getsockname()[:2]
     url = f"http://{_url_host(host)}:{port}"
+    if ns.workers > 1 and ns.listen_fd is None:
+        app.state.pvc.db.dispose()  # it was opened to check the database: the workers open their own
+        try:
+            return serve_workers(ns, sock, url, _GRACEFUL_SECONDS)
+        finally:
+            sock.close()
 
     server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                    timeout_graceful_shutdown=_GRACEFUL_SECONDS),
-                     url=url, ready_file=ns.ready_file)
+                     url=url, ready_file=ns.ready_file, announce=ns.listen_fd is None)
     try:
         # after a graceful stop uvicorn re-raises the signal that asked for it,
         # so SIGTERM still ends the process as SIGTERM would; Ctrl-C lands here
@@ -109,17 +122,19 @@ def main(args: list[str] | None = None) -> int:
 class _Server(uvicorn.Server):
     """uvicorn, plus the announcement once listening and a prompt wake-up of long-polls at shutdown."""
 
-    def __init__(self, config: uvicorn.Config, *, url: str, ready_file: Path | None) -> None:
+    def __init__(self, config: uvicorn.Config, *, url: str, ready_file: Path | None, announce: bool = True) -> None:
         super().__init__(config)
         self.url = url
         self.ready_file = ready_file
+        self.announce = announce  # a worker leaves it to its parent, once for all of them
         self.announced = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.should_exit:
             return
-        print(f"pvc: serving on {self.url}", file=sys.stderr, flush=True)
+        if self.announce:
+            print(f"pvc: serving on {self.url}", file=sys.stderr, flush=True)
         if self.ready_file is not None:
             tmp = self.ready_file.with_name(self.ready_file.name + ".tmp")
             tmp.write_text(self.url + "\n")

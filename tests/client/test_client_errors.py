@@ -187,7 +187,8 @@ def test_rename_and_label_delete_are_not_retried() -> None:
 
 
 def test_idempotent_writes_and_queries_are_retried() -> None:
-    ok = {"label": "approved", "version": 2, "moved_at": "x", "missing": [], "sha256": SHA, "size": 1}
+    ok = {"label": "approved", "version": 2, "moved_at": "x", "missing": [], "sha256": SHA, "size": 1,
+          "products": {}}
 
     async def main() -> None:
         for call in (

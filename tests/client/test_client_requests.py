@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pvc_client import InvalidInput, InvalidPRI, InvalidTime, PVCClient, Unavailable, parse_time
+from pvc_client import InvalidInput, InvalidPRI, InvalidTime, PVCClient, PVCError, Unavailable, parse_time
 from pvc_mock import Script, range_server, run
 
 SHA = "b" * 64
@@ -172,6 +172,51 @@ def test_products_are_paged_to_the_end() -> None:
         assert len(script.requests) == 3
         assert {r.url.params["as_of"] for r in script.requests} == {"2020-01-01T23:59:59.999999Z"}
         assert all(r.url.params["prefix"] == "show" for r in script.requests)
+
+    run(main)
+
+
+def test_graph_pages_follow_next_as_of_the_first_page() -> None:
+    def page(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        after = body.get("after", 0)
+        ids = [i for i in range(1, 6) if i > after][:body["limit"]]
+        following = ids[-1] if ids and ids[-1] < 5 else None
+        return httpx.Response(200, json={
+            "as_of": "2020-01-01T00:00:00.000000Z" if "after" not in body else body["as_of"],
+            "cursor": 40 + after, "roots": [{"ref": "r-x", "pri": "r-x", "number": 1}], "next": following,
+            "products": {f"p{i}-x": {"product_id": i} for i in ids}})
+
+    script = Script(page)
+
+    async def main() -> None:
+        async with script.client() as c:
+            c.GRAPH_PAGE_SIZE = 2
+            graph = await c.closure(["r-x"], depth=1)
+        assert list(graph["products"]) == [f"p{i}-x" for i in range(1, 6)]
+        assert (graph["cursor"], graph["next"], graph["as_of"]) == (40, None, "2020-01-01T00:00:00.000000Z")
+        bodies = [json.loads(b) for b in script.bodies]
+        assert [b.get("after") for b in bodies] == [None, 2, 4]
+        assert [b["as_of"] for b in bodies] == [None] + ["2020-01-01T00:00:00.000000Z"] * 2
+        assert all(b["depth"] == 1 and b["limit"] == 2 and b["roots"] == ["r-x"] for b in bodies)
+
+    run(main)
+
+
+def test_graphs_from_a_service_that_does_not_page_and_pages_that_do_not_move_on() -> None:
+    graph = {"as_of": "2020-01-01T00:00:00.000000Z", "cursor": 3, "products": {"a-x": {}}}
+    script = Script(httpx.Response(200, json=graph))
+
+    async def main() -> None:
+        async with script.client() as c:
+            assert (await c.index())["products"] == {"a-x": {}}
+            assert (await c.closure(["a-x"]))["products"] == {"a-x": {}}
+        assert len(script.requests) == 2  # no "next": the one answer was the whole graph
+        stuck = Script(httpx.Response(200, json={**graph, "next": "a-x"}))
+        async with stuck.client() as c:
+            with pytest.raises(PVCError, match="do not move on"):
+                await c.index()
+        assert len(stuck.requests) == 2
 
     run(main)
 

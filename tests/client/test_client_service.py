@@ -252,8 +252,49 @@ def test_paged_product_listing(url: str) -> None:
         requests = c.stats["requests"]
         assert [p["pri"] for p in await c.list_products(prefix="paging-")] == names
         assert c.stats["requests"] - requests == 4
-        c.PAGE_SIZE = 17  # a full last page needs one more (empty) request to know it is the last
+        c.PAGE_SIZE = 17  # a full last page: the service says it is the last, no empty page follows
+        requests = c.stats["requests"]
         assert [p["pri"] for p in await c.list_products(prefix="paging-")] == names
+        assert c.stats["requests"] - requests == 1
+        # one page at a time, for listings that must not hold every name
+        page, after = await c.product_page(prefix="paging-", limit=10)
+        assert [p["pri"] for p in page] == names[:10] and after == names[9]
+        page, after = await c.product_page(prefix="paging-", after=after, limit=10)
+        assert [p["pri"] for p in page] == names[10:] and after is None
+        with pytest.raises(InvalidInput):
+            await c.product_page(limit=0)
+
+    arun(url, main)
+
+
+def test_index_and_closure_page_transparently(url: str) -> None:
+    async def main(c: PVCClient) -> None:
+        data = b"g"
+        await c.upload_blob(sha(data), data)
+        entry = {"path": "g", "type": "file", "size": 1, "sha256": sha(data)}
+        leaves = [f"gpage-asset:l{i:02d}" for i in range(7)]
+        for name in leaves:
+            await c.publish(name, [entry], labels=["published"])
+        await c.publish("gpage-shot:lgt", [entry], dependencies=[f"{n}@1" for n in leaves])
+        pinned = (await c.index(prefix="gpage-"))["as_of"]
+        c.GRAPH_PAGE_SIZE = None  # the whole graph in one answer
+        index = await c.index(prefix="gpage-", as_of=pinned)
+        closure = await c.closure(["gpage-shot:lgt", "gpage-nobody:x"], as_of=pinned, missing="omit")
+        one = await c.closure(["gpage-shot:lgt"], depth=0)
+        assert len(index["products"]) == 8 and len(closure["products"]) == 8
+        c.GRAPH_PAGE_SIZE = 3  # three pages each, merged into the same answers
+        requests = c.stats["requests"]
+        assert await c.index(prefix="gpage-", as_of=pinned) == index
+        assert await c.closure(["gpage-shot:lgt", "gpage-nobody:x"], as_of=pinned, missing="omit") == closure
+        assert c.stats["requests"] - requests == 6
+        # unpinned: the first page's time is every page's, and its cursor the answer's
+        paged = await c.index(prefix="gpage-")
+        assert paged["products"] == index["products"] and paged["as_of"] > pinned
+        assert paged["cursor"] == index["cursor"] and paged["next"] is None
+        assert list(paged["products"]) == sorted(paged["products"])
+        depth0 = await c.closure(["gpage-shot:lgt"], depth=0)
+        assert depth0["products"] == one["products"] and depth0["roots"] == one["roots"]
+        assert closure["roots"][1] == {"ref": "gpage-nobody:x", "pri": None, "number": None}
 
     arun(url, main)
 

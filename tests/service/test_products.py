@@ -98,7 +98,7 @@ async def test_time_travel_with_at_and_as_of(api: httpx.AsyncClient) -> None:
     assert old["number"] == 1 and old["labels"] == ["published"]
     versions = (await api.get(f"/products/{WALTER}/versions", params={"as_of": "2021-12-31"})).json()
     assert [v["number"] for v in versions["versions"]] == [1, 2]
-    assert (await api.get("/products", params={"as_of": "2019-01-01"})).json() == {"products": []}
+    assert (await api.get("/products", params={"as_of": "2019-01-01"})).json() == {"products": [], "next": None}
     r = await api.get(f"/products/{WALTER}", params={"as_of": "yesterday"})
     assert r.status_code == 400 and error_code(r) == "invalid_time"
 

@@ -55,3 +55,8 @@ def test_usage_errors_return_instead_of_exiting(tmp_path: Path, capsys: pytest.C
     assert "not a port number" in _one_line(capsys)
     assert main(["--help"]) == 0
     assert "--ready-file" in capsys.readouterr().out
+
+
+def test_workers_must_be_a_sensible_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(tmp_path / "d"), "--workers", "0"]) == 2
+    assert "--workers 0" in _one_line(capsys)

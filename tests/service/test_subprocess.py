@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +130,55 @@ def test_postgresql_over_loopback(tmp_path: Path, pg_url: str) -> None:
     # metadata went to PostgreSQL, not to a SQLite file
     assert not (tmp_path / "data" / "pvc.sqlite3").exists()
 
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_workers_share_the_socket_and_stop_together(tmp_path: Path) -> None:
+    tokens = {"tok-publish-1": ("publish", "lighting")}
+    with running_service(tmp_path / "data", tokens=tokens, extra_args=["--workers", "2"]) as service:
+        assert service.proc is not None
+        workers = _children(service.proc.pid)
+        assert len(workers) == 2
+        assert service.log().count("pvc: serving on") == 1 and "(2 workers)" in service.log()
+        headers = {"Authorization": "Bearer tok-publish-1"}
+        with httpx.Client(base_url=service.api, headers=headers, timeout=30) as http:
+            start = http.get("/events").json()["cursor"]
+            # a long-poll waiting on one worker hears of a publish that another may
+            # have taken, at its next read of the database (within a second)
+            with httpx.Client(base_url=service.api, headers=headers, timeout=30) as waiter:
+                got: list[dict] = []
+                poll = threading.Thread(target=lambda: got.append(
+                    waiter.get("/events", params={"after": start, "timeout": 20}).json()))
+                poll.start()
+                time.sleep(0.3)
+                posted = time.monotonic()
+                _publish_one(service.api, b"from a worker", headers)
+                poll.join(25)
+                assert got and got[0]["events"][0]["pri"] == PRI
+                assert time.monotonic() - posted < 5
+            # every connection is answered, by whichever worker took it
+            for _ in range(20):
+                with httpx.Client(base_url=service.api, headers=headers, timeout=30) as fresh:
+                    assert fresh.get(f"/products/{PRI}").json()["latest"] == 1
+        assert service.stop() in (0, -15)
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # stopped and reaped
+
+        # a worker that dies stops the service (its supervisor restarts it whole)
+        service.start()
+        workers = _children(service.proc.pid)
+        os.kill(workers[0], 9)
+        assert service.proc.wait(20) == 1
+        assert "stopping the others" in service.log()
+        assert not Path(f"/proc/{workers[1]}").exists()
