@@ -132,3 +132,31 @@ def test_a_snapshot_mount_knows_its_choices_from_the_start(tmp_path: Path, pvc: 
         before = _requests(m)
         assert (m / "lazy4-one" / "f.txt").read_bytes() == b"src"
         assert _requests(m) - before == 2  # the manifest and the payload: the name was known at mount
+
+
+def test_a_mount_of_a_big_store_holds_what_it_used(tmp_path: Path) -> None:
+    """20,000 products imported (about 10 s): a live mount loads none, lists them all in pages, learns what it stats."""
+    import random
+
+    from bench.gen_history import history, layout
+    from pvc_service._import import main as import_main
+    from tests.support.service import running_service
+
+    n = 20_000
+    path = tmp_path / "h.jsonl"
+    with path.open("w") as out:
+        for record in history(n, 2, files=1, seed=3):
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    assert import_main([str(path), "--data", str(tmp_path / "pvc"), "--allow-missing-blobs"]) == 0
+    names = [pri for pri, _ in layout(n, random.Random(3))]
+    with running_service(tmp_path / "pvc") as service, mounted(tmp_path, service.url) as m:
+        assert _products(m) == 0
+        before = _requests(m)
+        listed = os.listdir(m.path)
+        assert sorted(listed) == sorted([*names, ".prodfs"])
+        assert _requests(m) - before == -(-n // 1000)  # a request a page of 1,000 names (the service says which is last)
+        assert _products(m) == 0
+        sample = random.Random(5).sample(names, 200)
+        for pri in sample:
+            assert _version(m / pri) == 2
+        assert _products(m) == 200 and _stats(m)["learned"] == 200
