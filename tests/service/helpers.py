@@ -41,3 +41,33 @@ def error_code(r: httpx.Response) -> str:
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
     assert body["error"]["message"]
     return body["error"]["code"]
+
+
+class StatementCount:
+    """``async with StatementCount(app, api) as queries: n = await queries("GET", path)``:
+    the SQL statements one request ran (the request must succeed)."""
+
+    def __init__(self, app: Any, api: httpx.AsyncClient) -> None:
+        self.engine = app.state.pvc.db.engine
+        self.api = api
+        self.statements: list[str] = []
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    async def __aenter__(self) -> Any:
+        from sqlalchemy import event
+
+        event.listen(self.engine, "before_cursor_execute", self._count)
+        return self.queries
+
+    async def __aexit__(self, *exc: object) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+    async def queries(self, method: str, path: str, **kwargs: Any) -> int:
+        self.statements.clear()
+        r = await self.api.request(method, path, **kwargs)
+        assert r.status_code == 200, r.text
+        return len(self.statements)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event
 
 from prodfs.resolution.graph import Graph
 
-from .helpers import error_code, publish
+from .helpers import StatementCount, error_code, publish
 
 pytestmark = pytest.mark.anyio
 
@@ -152,17 +149,6 @@ async def test_closure_of_a_long_chain_is_complete(api: httpx.AsyncClient) -> No
 
 
 async def test_index_and_closure_do_not_query_per_product(app: FastAPI, api: httpx.AsyncClient) -> None:
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    async def queries(method: str, path: str, **kwargs: Any) -> int:
-        statements.clear()
-        r = await api.request(method, path, **kwargs)
-        assert r.status_code == 200, r.text
-        return len(statements)
-
     async def grow(width: int) -> None:
         # one hub depending on `width` leaves, each with a version and a label
         deps = []
@@ -173,15 +159,11 @@ async def test_index_and_closure_do_not_query_per_product(app: FastAPI, api: htt
             deps.append(f"{leaf}@1")
         await publish(api, "wide-hub", {"h": str(width).encode()}, dependencies=deps)
 
-    engine = app.state.pvc.db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    async with StatementCount(app, api) as queries:
         await grow(3)
         small = (await queries("GET", "/index"), await queries("POST", "/closure", json={"roots": ["wide-hub"]}))
         await grow(15)
         large = (await queries("GET", "/index"), await queries("POST", "/closure", json={"roots": ["wide-hub"]}))
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert len((await api.get("/index")).json()["products"]) == 16
     assert small[0] >= 5 and small[1] >= 5  # the statements are really counted
     assert large == small

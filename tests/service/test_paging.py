@@ -7,10 +7,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, inspect, text
+from sqlalchemy import inspect, text
 
 from .conftest import AppFactory, client
-from .helpers import error_code, publish
+from .helpers import StatementCount, error_code, publish
 
 pytestmark = pytest.mark.anyio
 
@@ -196,17 +196,6 @@ async def test_bad_pages_are_refused_with_a_reason(api: httpx.AsyncClient, metho
 
 async def test_pages_do_not_query_per_product(app: FastAPI, api: httpx.AsyncClient) -> None:
     """A page costs the same statements whatever the size of the store around it."""
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    async def queries(method: str, path: str, **kwargs: Any) -> int:
-        statements.clear()
-        r = await api.request(method, path, **kwargs)
-        assert r.status_code == 200, r.text
-        return len(statements)
-
     async def grow(to: int) -> None:
         for i in range(to):
             name = f"grow-p{i:03d}:model"
@@ -214,21 +203,17 @@ async def test_pages_do_not_query_per_product(app: FastAPI, api: httpx.AsyncClie
                 deps = [f"grow-p{i - 1:03d}:model@1"] if i else []
                 await publish(api, name, {"f": name.encode()}, labels=["published"], dependencies=deps)
 
-    async def figures() -> tuple[int, ...]:
+    async def figures(queries: Any) -> tuple[int, ...]:
         return (await queries("GET", "/index", params={"after": "grow-p002:model", "limit": 5}),
                 await queries("GET", "/products", params={"after": "grow-p002:model", "limit": 5}),
                 await queries("POST", "/closure", json={"roots": ["grow-p009:model"], "limit": 5}),
                 await queries("POST", "/closure", json={"roots": ["grow-p009:model"], "depth": 0}))
 
-    engine = app.state.pvc.db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    async with StatementCount(app, api) as queries:
         await grow(10)
-        small = await figures()
+        small = await figures(queries)
         await grow(40)
-        large = await figures()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+        large = await figures(queries)
     assert min(small) >= 3  # the statements are really counted
     assert large == small
 
