@@ -26,7 +26,7 @@ from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micro
 from ..kernel import (
     FastLookups, FastReads, Passthrough, pyfuse3, raise_readahead, why_zero_open_unavailable, zero_open_sessions,
 )
-from ..resolution import Context, Graph, create_snapshot, load_closure, resolve
+from ..resolution import Context, Graph, create_snapshot, load_closure
 from ..stats import Stats, prometheus_text
 from ..storage import BlobCache, SavedContexts, VersionStore, pin_key, snapshot_key
 from . import _sdnotify
@@ -396,6 +396,7 @@ class Daemon:
             products=len(self.state.graph),
             products_complete=len(self.state.complete),
             resolver_runs=self.state.resolver_runs,
+            resolver_decided=self.state.last_decided,
             learned=self.learner.learned,
             resolved=len(self.state.resolved),
             conflicts=len(self.state.resolution.conflicts),
@@ -468,7 +469,7 @@ class Daemon:
         if not events:
             return
         touched: set[str] = set()
-        reload_workspace = new_names = False
+        reload_workspace = new_names = renamed = False
         state = self.state
         state.seen = max(state.seen, *(int(ev.get("id") or 0) for ev in events))
         for ev in events:
@@ -480,23 +481,26 @@ class Daemon:
             touched |= state.apply_event(ev)
             if kind == "rename":
                 self.versions.rename(ev["old_pri"], ev["pri"])
-                new_names = True
+                new_names = renamed = True
             elif kind == "publish" and ev.get("number") == 1:
                 new_names = True  # a new product: a new name in the root's listing
         if reload_workspace:
             touched |= await self._reload_workspace()
         await self._complete(touched)
-        scope = None if reload_workspace else touched
+        # a rename moves names under the old resolution's choices: decide everything again
+        scope = None if reload_workspace or renamed else touched
         if not state.needs_resolver(scope):
             changed = state.forget(touched)
-        elif len(state.complete) < _RESOLVE_INLINE:
-            changed = state.reresolve(scope)
         else:
-            # a large graph: resolved on a thread, so requests keep being answered
-            # meanwhile. This task is the only one that changes versions, labels
-            # or the context, and it waits; lookups meanwhile only add products
-            # outside the closure, which the resolver never reads.
-            new = await trio.to_thread.run_sync(resolve, state.graph, state.context)
+            job = state.resolver_job(scope)
+            if len(state.complete) < _RESOLVE_INLINE:
+                new = job()
+            else:
+                # a large graph: resolved on a thread, so requests keep being answered
+                # meanwhile. This task is the only one that changes versions, labels
+                # or the context, and it waits; lookups meanwhile only add products
+                # outside the closure, which the resolver never reads.
+                new = await trio.to_thread.run_sync(job)
             changed = state.adopt(new, scope)
         self.stats.resolutions += 1
         names = state.names_for(touched | changed)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cachetools import TTLCache
 from pvc_client import InvalidPRI, Ref, parse_ref, parse_time, to_micros
 
-from ..resolution import Choice, Context, Dep, Graph, ProductInfo, Resolution, VersionInfo, product_from_json, resolve
+from ..resolution import Choice, Context, Dep, Graph, ProductInfo, Resolution, VersionInfo, resolve, resolve_since
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class MountState:
             {k: int(v) for k, v in snapshot["choices"].items()} if snapshot else None
         )
         self.resolution: Resolution = resolve(graph, context)
+        self.last_decided = len(self.resolution.choices)  # products the last resolver run decided
         self.generation = 0  # bumped when the resolution changes
         # name -> {"pri", "number", "rule", "first_used", "last_used", "history": [...]}
         self.resolved: dict[str, dict] = {}
@@ -300,8 +302,21 @@ class MountState:
         """Resolve again after ``touched`` changed (None: anything may have); return
         the canonical PRIs whose versionless choice changed."""
         if self.needs_resolver(touched):
-            return self.adopt(resolve(self.graph, self.context), touched)
+            return self.adopt(self.resolver_job(touched)(), touched)
         return self.forget(touched or set())
+
+    def resolver_job(self, touched: set[str] | None) -> Callable[[], Resolution]:
+        """The resolution to make after ``touched`` changed, as a call (for a thread).
+
+        Only what the change can move is decided again (`resolve_since`),
+        unless anything may have changed (None: a new context, a rename).
+        """
+        graph, context = self.graph, self.context
+        if touched is None:
+            return lambda: resolve(graph, context)
+        old = self.resolution
+        pris = {c for t in touched if (c := graph.canonical(t)) is not None}
+        return lambda: resolve_since(old, graph, pris)
 
     def forget(self, touched: set[str]) -> set[str]:
         """A change outside the closure: only the touched products' own choices are made again."""
@@ -315,6 +330,7 @@ class MountState:
         """Serve ``new`` (a resolution of this graph and context, made meanwhile); return what moved."""
         old = self.resolution
         self.resolver_runs += 1
+        self.last_decided = new.decided if new.decided is not None else len(new.choices)
         pris = set(old.choices) | set(new.choices) | set(old.asked) | (touched or set())
         changed = {p for p in pris if self.graph.canonical(p) is not None
                    and _num(old.choose(p)) != _num(new.choose(p))}

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from .context import DEFAULT_STRATEGY, Context
 from .graph import Dep, Graph, ProductInfo, VersionInfo, product_from_json
-from .resolver import Choice, Conflict, Request, Resolution, diff, resolve
+from .resolver import Choice, Conflict, Request, Resolution, diff, resolve, resolve_since
 from .snapshots import create_snapshot, load_closure, load_graph, snapshot_record, snapshot_workspace
 from .strategies import ChoiceEnv, Strategy, UnknownStrategy, available, get_strategy, preferred_version, register
 
 __all__ = [
     "DEFAULT_STRATEGY", "Context",
     "Dep", "Graph", "ProductInfo", "VersionInfo", "product_from_json",
-    "Choice", "Conflict", "Request", "Resolution", "diff", "resolve",
+    "Choice", "Conflict", "Request", "Resolution", "diff", "resolve", "resolve_since",
     "create_snapshot", "load_closure", "load_graph", "snapshot_record", "snapshot_workspace",
     "ChoiceEnv", "Strategy", "UnknownStrategy", "available", "get_strategy", "preferred_version", "register",
 ]

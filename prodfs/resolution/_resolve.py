@@ -80,6 +80,10 @@ class Resolver:
         self.pre: dict[str, int | None] = {}  # choices known before requests
         self.choices: dict[str, Choice] = {}
         self.conflicts: list[Conflict] = []
+        # (hops, root) each chosen version sent its requests with: where a later
+        # run that decides only part of the graph starts from (run_since)
+        self.places: dict[str, tuple[int, int]] = {}
+        self.senders: dict[str, set[str]] = {}  # product -> the products whose chosen versions asked for it
 
     # -- visibility -------------------------------------------------------
 
@@ -152,24 +156,28 @@ class Resolver:
 
     # -- the "could depend on" graph --------------------------------------
 
-    def discover(self) -> tuple[dict[str, dict[str, None]], dict[str, int]]:
-        """Everything reachable from the roots through a version that could be
-        chosen, with each product's successors and in-degree."""
+    def discover(self, start: Iterable[str] | None = None) -> tuple[dict[str, dict[str, None]], dict[str, int]]:
+        """Everything reachable from the roots (or from ``start``) through a
+        version that could be chosen, with each product's successors and
+        in-degree within it. From ``start`` every version of the start
+        products counts, also for a root or override: the version it had
+        before a change leads to what the change may take out of the graph."""
         products = self.graph.products
         aliases = self.graph.aliases
         fixed = self.fixed
         vis_cache = self.vis_cache
         pin = self.pin
         succ: dict[str, dict[str, None]] = {}
-        indeg: dict[str, int] = dict.fromkeys(self.roots, 0)
-        todo = list(self.roots)
+        indeg: dict[str, int] = dict.fromkeys(self.roots if start is None else start, 0)
+        todo = list(indeg)
+        opened = set() if start is None else set(indeg)
         while todo:
             v = todo.pop()
             vis = vis_cache.get(v)
             if vis is None:
                 vis = vis_cache[v] = Vis(products[v], pin)
             versions = vis.versions
-            f = fixed.get(v)
+            f = fixed.get(v) if v not in opened else None
             chosen: Iterable[VersionInfo]
             if f is None:
                 chosen = versions.values()
@@ -269,9 +277,11 @@ class Resolver:
         return Conflict(pri, requests, number, who, f"{pri}: " + ("; ".join(asks) or "no request") + f" -> {outcome}")
 
     def emit(
-        self, pri: str, vis: Vis, number: int, hops: int, root: int, within: set[str] | None = None
+        self, pri: str, vis: Vis, number: int, hops: int, root: int, within: set[str] | None = None,
+        into: set[str] | None = None,
     ) -> list[str]:
-        """Send the requests of the chosen ``pri@number`` to its dependencies.
+        """Send the requests of the chosen ``pri@number`` to its dependencies
+        (but not to those ``within``; only to those ``into``, when given).
 
         Answers the (canonical) products the requests went to.
         """
@@ -280,9 +290,12 @@ class Resolver:
         aliases = self.graph.aliases
         reqs = self.reqs
         dependent = f"{pri}@{number}"
+        self.places[pri] = (hops, root)
         hops += 1
         for d in vis.versions[number].dependencies:
             target = d.pri if d.pri in products else aliases.get(d.pri)
+            if into is not None and target not in into:
+                continue
             if target is None:
                 self.errors.add(f"{dependent} depends on unknown product {d.pri}")
                 continue
@@ -290,6 +303,11 @@ class Resolver:
                 continue
             r = Request(target, d.number, dependent, hops, root)
             sent.append(target)
+            got = self.senders.get(target)
+            if got is None:
+                self.senders[target] = {pri}
+            else:
+                got.add(pri)
             lst = reqs.get(target)
             if lst is None:
                 reqs[target] = [r]
@@ -335,6 +353,36 @@ class Resolver:
         self.conflicts.sort(key=lambda c: c.pri)
         return self
 
+    def run_since(self, old_choices: Mapping[str, Choice], old_places: Mapping[str, tuple[int, int]],
+                  old_senders: Mapping[str, set[str]], touched: Iterable[str]) -> set[str]:
+        """Decide again only what a change to ``touched`` can move; return that part.
+
+        A product's choice follows from its own versions and the requests of
+        the chosen versions that depend on it, so a change reaches only the
+        products the touched ones could depend on, transitively (the part).
+        Everything outside keeps its choice; the requests it sends into the
+        part (``old_senders`` say who sent them) are sent again from its
+        choices and ``old_places`` (where it sent them from). The part is then decided dependents first,
+        as `ordered` does the whole graph, which for a strategy that ignores
+        requests gives what `walk` does.
+        """
+        self.seed()
+        found = self.discover([t for t in touched if t in self.graph.products])
+        part = set(found[1])
+        # what the rest of the graph sent into the part, sent again
+        outside = {q for t in part for q in old_senders.get(t, ()) if q not in part}
+        for pri in sorted(outside):
+            choice = old_choices.get(pri)
+            place = old_places.get(pri)
+            if choice is None or choice.number is None or place is None or pri not in self.graph.products:
+                continue
+            vis = self.vis(pri)
+            if choice.number in vis.versions:
+                self.emit(pri, vis, choice.number, place[0], place[1], into=part)
+        self.ordered(found)
+        self.conflicts.sort(key=lambda c: c.pri)
+        return part
+
     def walk(self) -> None:
         """Resolve when choices do not depend on requests: a breadth-first walk.
 
@@ -369,9 +417,13 @@ class Resolver:
             number, rule, valid = self.decide(pri, vis, incoming)
             self.record(pri, vis, number, rule, valid, incoming)
 
-    def ordered(self) -> None:
-        """Resolve when choices depend on requests: dependents first."""
-        succ, indeg = self.discover()
+    def ordered(self, found: tuple[dict[str, dict[str, None]], dict[str, int]] | None = None) -> None:
+        """Resolve when choices depend on requests: dependents first.
+
+        ``found``: the part of the "could depend on" graph to decide (the
+        successors and in-degrees `discover` answers); default all of it.
+        """
+        succ, indeg = found or self.discover()
         # Kahn's order: a product is decided once every product that could
         # depend on it is; most graphs are acyclic and end here
         ready = [v for v, d in indeg.items() if d == 0]

@@ -26,7 +26,7 @@ from .context import Context
 from .graph import Graph
 from .strategies import preferred_version
 
-__all__ = ["Request", "Conflict", "Choice", "Resolution", "resolve", "diff"]
+__all__ = ["Request", "Conflict", "Choice", "Resolution", "resolve", "resolve_since", "diff"]
 
 
 class Resolution:
@@ -46,6 +46,8 @@ class Resolution:
         conflicts: list[Conflict],
         errors: list[str],
         overrides: Mapping[str, int | None],
+        places: Mapping[str, tuple[int, int]] | None = None,
+        senders: Mapping[str, set[str]] | None = None,
     ) -> None:
         self.graph = graph
         self.context = context
@@ -54,6 +56,9 @@ class Resolution:
         self.errors = errors
         self._overrides = overrides
         self._memo: dict[str, Choice | None] = {}
+        self.places = places or {}  # see `Resolver.places`
+        self.senders = senders or {}  # see `Resolver.senders`
+        self.decided: int | None = None  # products the run that made it decided (None: all of its graph)
 
     def choose(self, pri: str) -> Choice | None:
         """The choice for a PRI or alias; None when unknown or nothing is visible."""
@@ -134,7 +139,33 @@ def resolve(graph: Graph, context: Context) -> Resolution:
     gc.disable()
     try:
         r = Resolver(graph, context).run()
-        return Resolution(graph, context, r.choices, r.conflicts, sorted(r.errors), r.overrides)
+        return Resolution(graph, context, r.choices, r.conflicts, sorted(r.errors), r.overrides, r.places, r.senders)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def resolve_since(old: Resolution, graph: Graph, touched: Iterable[str]) -> Resolution:
+    """``resolve(graph, old.context)``, for a graph that changed from ``old``'s only in
+    the versions and labels of ``touched`` (no rename): decides again only what
+    those changes can move (`Resolver.run_since`) and keeps the rest of ``old``."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        r = Resolver(graph, old.context)
+        part = r.run_since(old.choices, old.places, old.senders, touched)
+        choices = {p: c for p, c in old.choices.items() if p not in part}
+        choices.update(r.choices)
+        places = {p: v for p, v in old.places.items() if p not in part}
+        places.update((p, v) for p, v in r.places.items() if p in part)
+        senders = {p: v for p, v in old.senders.items() if p not in part}
+        senders.update(r.senders)  # only products of the part got requests in this run
+        conflicts = sorted([c for c in old.conflicts if c.pri not in part] + r.conflicts, key=lambda c: c.pri)
+        # an error names the products it is about: those of the part are made again
+        errors = set(r.errors) | {e for e in old.errors if not any(p in e for p in part)}
+        out = Resolution(graph, old.context, choices, conflicts, sorted(errors), r.overrides, places, senders)
+        out.decided = len(part)
+        return out
     finally:
         if was_enabled:
             gc.enable()

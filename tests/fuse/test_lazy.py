@@ -111,6 +111,8 @@ def test_a_workspace_mount_loads_the_closure_of_its_roots(tmp_path: Path, pvc: P
         pvc.publish(rig, src, dependencies=[f"{model}@1", f"{tex}@1"])
         wait_for(lambda: _products(m) == 4, timeout=15)
         assert _stats(m)["resolver_runs"] == runs + 1
+        # only what the change can move was decided again: the rig and what it may depend on
+        assert _stats(m)["resolver_decided"] == 3
         assert _version(m / rig) == 1  # highest: only shot@1 asks, for rig@1
         pvc.publish(shot, src, dependencies=[f"{rig}@2"])
         wait_for(lambda: _version(m / rig) == 2, timeout=15)
