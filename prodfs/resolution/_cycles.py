@@ -89,6 +89,7 @@ class Settler(Protocol):
     sname: str
     reqs: dict[str, list[Request]]
     vis_cache: dict[str, Any]
+    senders: dict[str, set[str]]
 
     def decide(self, pri: str, vis: Any, incoming: list[Request] | None
                ) -> tuple[int | None, str, tuple[Request, ...]]: ...
@@ -129,6 +130,9 @@ class Component:
                     r.conflicts.append(self._conflict(m, ()))
                 continue
             number, rule, valid, incoming = got
+            # who asked, members included (their requests to each other are not emitted)
+            senders = r.senders.setdefault(m, set())
+            senders.update(q.dependent.rpartition("@")[0] for q in incoming or () if q.dependent is not None)
             cycle = None
             if m in self.frozen:
                 cycle = self._conflict(m, tuple(r.root_reqs.get(m) or ()) + valid)

@@ -367,8 +367,8 @@ class Resolver:
         requests gives what `walk` does.
         """
         self.seed()
-        found = self.discover([t for t in touched if t in self.graph.products])
-        part = set(found[1])
+        part = set(self.discover([t for t in touched if t in self.graph.products])[1])
+        found = self._within(part)
         # what the rest of the graph sent into the part, sent again
         outside = {q for t in part for q in old_senders.get(t, ()) if q not in part}
         for pri in sorted(outside):
@@ -382,6 +382,33 @@ class Resolver:
         self.ordered(found)
         self.conflicts.sort(key=lambda c: c.pri)
         return part
+
+    def _within(self, part: set[str]) -> tuple[dict[str, dict[str, None]], dict[str, int]]:
+        """`discover`'s answer for the products of ``part`` alone, edges as `discover` draws them
+        (a root or override through its chosen version only), so that the part's cycles are the
+        graph's own, not ones through the versions a root had before."""
+        products = self.graph.products
+        aliases = self.graph.aliases
+        succ: dict[str, dict[str, None]] = {}
+        indeg: dict[str, int] = dict.fromkeys(sorted(part), 0)
+        for v in indeg:
+            vis = self.vis(v)
+            f = self.fixed.get(v)
+            chosen: Iterable[VersionInfo]
+            if f is None:
+                chosen = vis.versions.values()
+            else:
+                chosen = () if f[0] is None else (vis.versions[f[0]],)
+            out: dict[str, None] = {}
+            for version in chosen:
+                for d in version.dependencies:
+                    t = d.pri if d.pri in products else aliases.get(d.pri)
+                    if t in part:
+                        out[t] = None
+            succ[v] = out
+            for w in out:
+                indeg[w] += 1
+        return succ, indeg
 
     def walk(self) -> None:
         """Resolve when choices do not depend on requests: a breadth-first walk.
