@@ -25,7 +25,7 @@ def run_resolver(sizes: list[int], strategies: list[str], repeat: int) -> dict:
         return out
     for line in res.stdout.splitlines():
         cols = line.split()
-        # rows: products strategy seconds cpu in-graph conflicts errors (the header is not numeric)
+        # rows: products strategy seconds cpu in-graph conflicts errors since decided (the header is not numeric)
         if len(cols) >= 4 and cols[0].isdigit():
             try:
                 row = {"products": int(cols[0]), "strategy": cols[1], "seconds": float(cols[2]),
@@ -34,6 +34,8 @@ def run_resolver(sizes: list[int], strategies: list[str], repeat: int) -> dict:
                 continue
             if len(cols) >= 7:
                 row.update(in_graph=int(cols[4]), conflicts=int(cols[5]), errors=int(cols[6]))
+            if len(cols) >= 9:  # resolving again after one product's new version
+                row.update(since_seconds=float(cols[7]), since_decided=int(cols[8]))
             out["rows"].append(row)
     if not out["rows"]:
         out["error"] = "bench_resolver.py printed no result row:\n" + res.stdout[-1000:]

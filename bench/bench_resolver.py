@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prodfs.resolution.context import Context  # noqa: E402
-from prodfs.resolution.resolver import resolve  # noqa: E402
+from prodfs.resolution.graph import VersionInfo  # noqa: E402
+from prodfs.resolution.resolver import resolve, resolve_since  # noqa: E402
 
 
 def _load_graphgen():  # type: ignore[no-untyped-def]
@@ -34,6 +35,31 @@ def _load_graphgen():  # type: ignore[no-untyped-def]
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def _since(graph, res, seed: int, changes: int = 20) -> tuple[float, int]:  # noqa: ANN001
+    """Median seconds and products decided of `resolve_since` after a new version of one
+    product of the graph (its newest's dependencies again), for a seeded sample of them.
+
+    The graph is changed in place and each version taken back after, so the
+    next strategy resolves the same graph.
+    """
+    import random
+    import statistics
+
+    rnd = random.Random(seed)
+    times, decided = [], []
+    for pri in rnd.sample(sorted(res.choices), min(changes, len(res.choices))):
+        product = graph.products[pri]
+        newest = max(product.versions.values(), key=lambda v: v.number)
+        number = newest.number + 1
+        product.versions[number] = VersionInfo(number, newest.created_us + 1, newest.dependencies)
+        t0 = time.perf_counter()
+        out = resolve_since(res, graph, {pri})
+        times.append(time.perf_counter() - t0)
+        decided.append(out.decided or 0)
+        del product.versions[number]
+    return (statistics.median(times), int(statistics.median(decided))) if times else (0.0, 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     gg = _load_graphgen()
     print(f"{'products':>9} {'strategy':>8} {'seconds':>8} {'cpu':>7} {'in graph':>9} {'conflicts':>9} "
-          f"{'errors':>6}")
+          f"{'errors':>6} {'since':>8} {'decided':>7}")
     for n in args.products:
         spec = gg.GenSpec(products=n, seed=args.seed)
         graph, roots = gg.layered_graph(spec)
@@ -63,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                 best = min(best, time.perf_counter() - t0)
                 cpu = min(cpu, time.process_time() - c0)
             assert res is not None
+            since, decided = _since(graph, res, args.seed)
             print(f"{n:>9} {name:>8} {best:>8.3f} {cpu:>7.3f} {len(res.choices):>9} {len(res.conflicts):>9} "
-                  f"{len(res.errors):>6}", flush=True)
+                  f"{len(res.errors):>6} {since:>8.4f} {decided:>7}", flush=True)
     if args.profile:
         n = max(args.products)
         graph, roots = gg.layered_graph(gg.GenSpec(products=n, seed=args.seed))
