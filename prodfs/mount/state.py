@@ -331,7 +331,9 @@ class MountState:
         old = self.resolution
         self.resolver_runs += 1
         self.last_decided = new.decided if new.decided is not None else len(new.choices)
-        pris = set(old.choices) | set(new.choices) | set(old.asked) | (touched or set())
+        # a part decided again: nothing else of the graph can have moved
+        decided = new.part if new.part is not None else set(old.choices) | set(new.choices)
+        pris = decided | set(old.asked) | (touched or set())
         changed = {p for p in pris if self.graph.canonical(p) is not None
                    and _num(old.choose(p)) != _num(new.choose(p))}
         self.resolution = new

@@ -59,6 +59,7 @@ class Resolution:
         self.places = places or {}  # see `Resolver.places`
         self.senders = senders or {}  # see `Resolver.senders`
         self.decided: int | None = None  # products the run that made it decided (None: all of its graph)
+        self.part: set[str] | None = None  # those products, when it decided only part of the graph
 
     def choose(self, pri: str) -> Choice | None:
         """The choice for a PRI or alias; None when unknown or nothing is visible."""
@@ -167,7 +168,7 @@ def resolve_since(old: Resolution, graph: Graph, touched: Iterable[str]) -> Reso
         # an error names the products it is about: those of the part are made again
         errors = set(r.errors) | {e for e in old.errors if not any(p in e for p in part)}
         out = Resolution(graph, old.context, choices, conflicts, sorted(errors), r.overrides, places, senders)
-        out.decided = len(part)
+        out.decided, out.part = len(part), part
         return out
     finally:
         if was_enabled:
