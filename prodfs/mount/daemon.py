@@ -93,8 +93,7 @@ class Daemon:
         self.outputs: Outputs
         self._published: dict[str, tuple[float, dict]] = {}  # publish token -> (when, answer)
         self.learner: Learner
-        self._saved_key_now: str | None = None  # where what this mount learns is saved (fixed mounts)
-        self._unsaved = False
+        self._unsaved = False  # learned products not in the saved context yet (fixed mounts)
 
     @property
     def writable(self) -> bool:
@@ -152,10 +151,11 @@ class Daemon:
                 answer["products"].setdefault(pri, raw)
         return snapshot, context, answer
 
-    async def _closure(self, context: Context, workspace: dict | None) -> dict:
-        """The graph a mount starts with: the closure of what its context names, not the store."""
+    async def _closure(self, context: Context, workspace: dict | None, *, skip: set[str] | None = None) -> dict:
+        """The graph a mount starts with: the closure of what its context names, not the store
+        (``skip``: products held with their closure already)."""
         names = [*context.roots, *context.overrides, *((workspace or {}).get("outputs") or ())]
-        return await load_closure(self.client, names, context.pin_us)
+        return await load_closure(self.client, names, context.pin_us, skip=skip or ())
 
     async def load(self) -> None:
         o = self.opts
@@ -173,10 +173,10 @@ class Daemon:
             if key:
                 await trio.to_thread.run_sync(self.saved.save, key, {"snapshot": snapshot, "index": index})
         self.snapshot = snapshot
-        self._saved_key_now = key
-        self.state = self._state_of(context, index, snapshot)
+        graph, complete = _graph_of(index)
+        self.state = MountState(context, graph, snapshot=snapshot["record"] if snapshot else None, complete=complete)
         self.namespace = Namespace(self.state, self.versions)
-        self.learner = Learner(self.client, lambda: self.state, self.stats, degraded=self._degraded_reason,
+        self.learner = Learner(self.client, self.state, degraded=self._degraded_reason,
                                changed=self._learned_more, root_page=o.root_page)
         self.namespace.learn = self.learner.name
         self.outputs = Outputs(self.scratch_dir, self.state, self._base_entries)
@@ -186,12 +186,6 @@ class Daemon:
         fixed = snapshot is not None or (context.pin_us is not None and not o.workspace)
         self.root_timeout = LONG if fixed else o.live_timeout
         log.info("context: %s; %d products loaded", context.describe(), len(self.state.graph))
-
-    def _state_of(self, context: Context, answer: dict, snapshot: dict | None) -> MountState:
-        graph = Graph.from_json(answer)
-        # what a saved context holds beyond the closures: products learned by name
-        complete = set(answer["complete"]) if "complete" in answer else set(graph.products)
-        return MountState(context, graph, snapshot=snapshot["record"] if snapshot else None, complete=complete)
 
     def _degraded_reason(self) -> str | None:
         return self.stats.degraded_reason if self.stats.degraded_since is not None else None
@@ -214,11 +208,12 @@ class Daemon:
                 await self._save_context()
 
     async def _save_context(self) -> None:
-        if not self._unsaved or self._saved_key_now is None:
+        key = self._saved_key()
+        if not self._unsaved or key is None:
             return
         self._unsaved = False
         doc = {"snapshot": self.snapshot, "index": self._saved_graph()}
-        await trio.to_thread.run_sync(self.saved.save, self._saved_key_now, doc)
+        await trio.to_thread.run_sync(self.saved.save, key, doc)
 
     def _saved_graph(self) -> dict:
         doc = self.state.graph.to_json()
@@ -226,9 +221,6 @@ class Daemon:
         return doc
 
     async def root_page(self, after: str | None) -> tuple[list[str], str | None]:
-        why = self._degraded_reason()
-        if why is not None:  # at once: the root lists what the mount knows (prodfs.mount.root_listing)
-            raise Unavailable(f"PVC cannot be asked for the root's names now ({why})")
         try:
             return await self.learner.root_page(after)
         except Unavailable as exc:
@@ -532,14 +524,10 @@ class Daemon:
         before = {p.pri for p in state.graph}
         if context.pin_us != state.context.pin_us:
             # another time: another graph (what was learned at the old pin does not hold)
-            answer = await self._closure(context, ws)
-            fresh = self._state_of(context, answer, None)
-            state.graph, state.complete, state.missing = fresh.graph, fresh.complete, fresh.missing
+            state.replace_graph(*_graph_of(await self._closure(context, ws)))
         else:
             # the same time: what is known holds; load the closures of the new names
-            names = [*context.roots, *context.overrides, *(ws.get("outputs") or ())]
-            state.learned(await load_closure(self.client, names, context.pin_us, skip=state.complete),
-                          complete=True)
+            state.learned(await self._closure(context, ws, skip=state.complete), complete=True)
         self.workspace = ws
         log.info("workspace %s changed (revision %s): %s", ws["name"], ws.get("revision"), context.describe())
         changed = state.set_context(context) | self.outputs.set_workspace(ws)
@@ -608,7 +596,8 @@ class Daemon:
                 nursery.start_soon(self._serve, nursery.cancel_scope)
                 nursery.start_soon(self._readahead)
                 nursery.start_soon(self.blobs.keep_ledger)
-                nursery.start_soon(self._keep_saved)
+                if self._saved_key() is not None:
+                    nursery.start_soon(self._keep_saved)
                 if ops.fast_lookups is not None:
                     nursery.start_soon(ops.hand_over_listings)
                 if self.opts.exit_when_unused is not None:
@@ -717,6 +706,13 @@ class Daemon:
                 pyfuse3.terminate()
                 scope.cancel()
                 return
+
+
+def _graph_of(answer: dict) -> tuple[Graph, set[str]]:
+    """The graph of a Graph answer (or a saved context), and its products held with their closure:
+    all of them, unless a saved context says which (it also holds products learned by name)."""
+    graph = Graph.from_json(answer)
+    return graph, set(answer["complete"]) if "complete" in answer else set(graph.products)
 
 
 def _user_name(uid: int) -> str:

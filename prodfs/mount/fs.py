@@ -38,7 +38,10 @@ from ._fs_outputs import OutHandle, OutputOps
 from .control import ControlSnapshots, Snapshot
 from .outputs import Outputs
 from .root_listing import RootListing
-from .namespace import CONTROL_DIR, CONTROL_NAME, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_NAME, K_TOP, ROOT, FsError, Namespace, Node
+from .namespace import (
+    CONTROL_DIR, CONTROL_NAME, K_CONFLICT, K_CTRL_FILE, K_DIR, K_FILE, K_LINK, K_NAME, K_TOP, ROOT, FsError, Namespace,
+    Node, not_a_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +355,7 @@ class Operations(OutputOps, pyfuse3.Operations):
     def _listable(node: Node) -> None:
         if not node.is_dir:
             if node.kind == K_NAME:
-                raise FsError(errno.ESTALE, f"{node.name}: look the name up again")
+                raise not_a_dir(node)
             raise FsError(errno.ENOTDIR if node.kind != K_CONFLICT else errno.EIO, node.name or "not a directory")
 
     async def _listing(self, inode: int) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:

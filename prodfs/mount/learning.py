@@ -15,8 +15,9 @@ for more:
   listing ``/p`` never holds the store's names.
 
 While the service is known to be unreachable (the mount is degraded), `name`
-fails at once instead of waiting for a timeout on every new name: lookups
-in the root are serialized by the kernel, so one slow answer holds up all.
+and `root_page` fail at once instead of waiting for a timeout each: lookups
+in the root are serialized by the kernel, so one slow answer holds up all,
+and the root then lists what the mount knows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from collections.abc import Callable, Iterable
 
 from pvc_client import PVCClient, Unavailable, format_time, from_micros
 
-from ..stats import Stats
 from ..storage._coalesce import Coalescer
 from .state import MountState
 
@@ -36,11 +36,10 @@ __all__ = ["Learner"]
 
 
 class Learner:
-    def __init__(self, client: PVCClient, state: Callable[[], MountState], stats: Stats, *,
-                 degraded: Callable[[], str | None], changed: Callable[[], None], root_page: int = 1000) -> None:
+    def __init__(self, client: PVCClient, state: MountState, *, degraded: Callable[[], str | None],
+                 changed: Callable[[], None], root_page: int = 1000) -> None:
         self.client = client
-        self._state = state  # the daemon replaces its state object on a new context
-        self.stats = stats
+        self.state = state
         self._degraded = degraded
         self._changed = changed  # something new to save for offline starts
         self._names: Coalescer[None] = Coalescer()
@@ -50,18 +49,21 @@ class Learner:
 
     @property
     def _as_of(self) -> str | None:
-        pin = self._state().pin_us
+        pin = self.state.pin_us
         return format_time(from_micros(pin)) if pin is not None else None
+
+    def _reachable(self, what: str) -> None:
+        why = self._degraded()
+        if why is not None:
+            raise Unavailable(f"{what}: PVC cannot be asked now ({why})")
 
     async def name(self, pri: str) -> None:
         """Learn the product ``pri`` names (or that nothing does); raises `Unavailable`."""
-        why = self._degraded()
-        if why is not None:
-            raise Unavailable(f"{pri}: not known to this mount, and PVC cannot be asked now ({why})")
+        self._reachable(f"{pri} is not known to this mount")
         await self._names.run(pri, lambda: self._name(pri))
 
     async def _name(self, pri: str) -> None:
-        state = self._state()
+        state = self.state
         if state.graph.get(pri) is not None or pri in state.missing:
             return  # learned while this call waited its turn
         answer = await self._ask([pri], depth=0)
@@ -77,7 +79,7 @@ class Learner:
         if not wanted:
             return []
         answer = await self._ask(wanted, depth=None)
-        added = self._state().learned(answer, complete=True)
+        added = self.state.learned(answer, complete=True)
         if added:
             log.info("loaded the closure of %s: %d products", ", ".join(wanted), len(added))
             self._changed()
@@ -91,13 +93,14 @@ class Learner:
         for _ in range(3):
             self.requests += 1
             answer = await self.client.closure(names, as_of=self._as_of, depth=depth, missing="omit")
-            if not self._state().behind(answer):
+            if not self.state.behind(answer):
                 break
             log.debug("the answer for %s is older than the feed: asking again", ", ".join(names))
         return answer
 
     async def root_page(self, after: str | None) -> tuple[list[str], str | None]:
         """A page of the names the root lists, and the ``after`` of the next (None at the end)."""
+        self._reachable("the root's names")
         self.requests += 1
         page, following = await self.client.product_page(as_of=self._as_of, after=after, limit=self.root_page_size)
         return [p["pri"] for p in page], following

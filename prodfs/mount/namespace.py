@@ -30,7 +30,7 @@ from ..storage import VersionStore, VersionTree
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Node", "Namespace", "FsError", "ROOT", "CONTROL_DIR", "CONTROL_NAME"]
+__all__ = ["Node", "Namespace", "FsError", "ROOT", "CONTROL_DIR", "CONTROL_NAME", "not_a_dir"]
 
 ROOT = 1
 CONTROL_DIR = 2
@@ -207,7 +207,7 @@ class Namespace:
                 raise FsError(errno.ENOENT, f"{CONTROL_NAME}/{name}: no such control file", quiet=True)
             return node
         if parent.kind not in (K_TOP, K_DIR):
-            raise _not_a_dir(parent)
+            raise not_a_dir(parent)
         tree = await self.tree(parent)
         self._used(parent.view)  # type: ignore[arg-type]
         entry = tree.child(parent.path, name)
@@ -235,7 +235,7 @@ class Namespace:
         if node.kind == K_CTRL_DIR:
             return [(n, self._ctrl_by_name[n]) for n in CONTROL_FILES]
         if node.kind not in (K_TOP, K_DIR):
-            raise _not_a_dir(node)
+            raise not_a_dir(node)
         tree = await self.tree(node)
         self._used(node.view)  # type: ignore[arg-type]
         return [(e.path.rpartition("/")[2], self.child(node, e)) for e in tree.listing(node.path) or ()]
@@ -306,7 +306,8 @@ class Namespace:
         yield from self._tops
 
 
-def _not_a_dir(node: Node) -> FsError:
+def not_a_dir(node: Node) -> FsError:
+    """The error for using ``node`` as a directory when it is not one."""
     if node.kind == K_NAME:  # listed before it was learned: the kernel is to look it up again
         return FsError(errno.ESTALE, f"{node.name}: look the name up again")
     return FsError(errno.ENOTDIR, "not a directory")

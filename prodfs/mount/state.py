@@ -344,11 +344,14 @@ class MountState:
             self.generation += 1
         return changed
 
-    def set_context(self, context: Context, graph: Graph | None = None) -> set[str]:
+    def set_context(self, context: Context) -> set[str]:
         self.context = context
-        if graph is not None:
-            self.graph = graph
         return self.reresolve()
+
+    def replace_graph(self, graph: Graph, complete: set[str]) -> None:
+        """Hold another graph (another pin): nothing learned of the old one is kept."""
+        self.graph, self.complete = graph, complete
+        self.missing.clear()
 
     def names_for(self, pris: set[str]) -> set[str]:
         """Root names (as used so far, plus canonical and alias spellings) of these products."""

@@ -156,12 +156,13 @@ class Resolver:
 
     # -- the "could depend on" graph --------------------------------------
 
-    def discover(self, start: Iterable[str] | None = None) -> tuple[dict[str, dict[str, None]], dict[str, int]]:
+    def discover(self, start: Iterable[str] | None = None, *, every_version: bool = False
+                 ) -> tuple[dict[str, dict[str, None]], dict[str, int]]:
         """Everything reachable from the roots (or from ``start``) through a
         version that could be chosen, with each product's successors and
-        in-degree within it. From ``start`` every version of the start
-        products counts, also for a root or override: the version it had
-        before a change leads to what the change may take out of the graph."""
+        in-degree within it. With ``every_version`` every version of the
+        start products counts, also for a root or override: the version it
+        had before a change leads to what the change may take out of the graph."""
         products = self.graph.products
         aliases = self.graph.aliases
         fixed = self.fixed
@@ -170,7 +171,7 @@ class Resolver:
         succ: dict[str, dict[str, None]] = {}
         indeg: dict[str, int] = dict.fromkeys(self.roots if start is None else start, 0)
         todo = list(indeg)
-        opened = set() if start is None else set(indeg)
+        opened = set(indeg) if every_version else set()
         while todo:
             v = todo.pop()
             vis = vis_cache.get(v)
@@ -367,8 +368,10 @@ class Resolver:
         requests gives what `walk` does.
         """
         self.seed()
-        part = set(self.discover([t for t in touched if t in self.graph.products])[1])
-        found = self._within(part)
+        part = set(self.discover([t for t in touched if t in self.graph.products], every_version=True)[1])
+        # the part's own edges (a root through its chosen version only), so that its
+        # cycles are the graph's: the part holds everything its members reach
+        found = self.discover(sorted(part))
         # what the rest of the graph sent into the part, sent again
         outside = {q for t in part for q in old_senders.get(t, ()) if q not in part}
         for pri in sorted(outside):
@@ -382,33 +385,6 @@ class Resolver:
         self.ordered(found)
         self.conflicts.sort(key=lambda c: c.pri)
         return part
-
-    def _within(self, part: set[str]) -> tuple[dict[str, dict[str, None]], dict[str, int]]:
-        """`discover`'s answer for the products of ``part`` alone, edges as `discover` draws them
-        (a root or override through its chosen version only), so that the part's cycles are the
-        graph's own, not ones through the versions a root had before."""
-        products = self.graph.products
-        aliases = self.graph.aliases
-        succ: dict[str, dict[str, None]] = {}
-        indeg: dict[str, int] = dict.fromkeys(sorted(part), 0)
-        for v in indeg:
-            vis = self.vis(v)
-            f = self.fixed.get(v)
-            chosen: Iterable[VersionInfo]
-            if f is None:
-                chosen = vis.versions.values()
-            else:
-                chosen = () if f[0] is None else (vis.versions[f[0]],)
-            out: dict[str, None] = {}
-            for version in chosen:
-                for d in version.dependencies:
-                    t = d.pri if d.pri in products else aliases.get(d.pri)
-                    if t in part:
-                        out[t] = None
-            succ[v] = out
-            for w in out:
-                indeg[w] += 1
-        return succ, indeg
 
     def walk(self) -> None:
         """Resolve when choices do not depend on requests: a breadth-first walk.

@@ -19,7 +19,6 @@ from prodfs.mount.root_listing import RootListing
 from prodfs.mount.state import MountState, NameError_, Unknown
 from prodfs.resolution.context import Context
 from prodfs.resolution.graph import Graph
-from prodfs.stats import Stats
 from prodfs.storage.versions import VersionStore
 
 from tests.daemon.test_core import DAY, T0, diamond, product
@@ -211,8 +210,7 @@ def test_learner_asks_once_per_name_and_fails_fast_when_degraded(tmp_path):
                 await client.publish(pri, [], dependencies=["s-a@1"] if pri == "s-b" else [])
             state = MountState(Context(), Graph(), complete=set())
             reason: list[str] = []
-            learner = Learner(client, lambda: state, Stats(), degraded=lambda: reason[0] if reason else None,
-                              changed=lambda: None)
+            learner = Learner(client, state, degraded=lambda: reason[0] if reason else None, changed=lambda: None)
             async with trio.open_nursery() as n:
                 for _ in range(20):
                     n.start_soon(learner.name, "s-b")
