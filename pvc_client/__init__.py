@@ -20,7 +20,8 @@ from ._errors import (
 from ._fsutil import syncfs
 from ._manifest import MAX_ENTRIES, Entry, normalize_manifest, scan_directory, sha256_file, validate_manifest
 from ._pack import MEDIA_TYPE as PACK_MEDIA_TYPE
-from ._pack import PACK_BLOB_LIMIT, Frame, PackError, PackParser, frame_groups, frame_header, plan_packs, read_frames
+from ._pack import (PACK_BLOB_LIMIT, Frame, PackError, PackParser, SourceChanged, frame_groups, frame_header, plan_packs,
+                    read_frames)
 from ._pri import LATEST, MAX_NAME_BYTES, PRI, Ref, is_label, parse_label, parse_pri, parse_ref
 from ._transfer import publish_manifest
 from ._timespec import format_time, from_micros, parse_time, to_micros, utcnow
@@ -33,7 +34,7 @@ __all__ = [
     "sha256_file", "validate_manifest", "LATEST", "MAX_NAME_BYTES", "PRI", "Ref", "is_label",
     "parse_label", "parse_pri", "parse_ref", "format_time", "from_micros", "parse_time",
     "to_micros", "utcnow", "DEFAULT_URL", "PVCClient", "syncfs", "PACK_MEDIA_TYPE",
-    "PACK_BLOB_LIMIT", "Frame", "PackError", "PackParser", "frame_header", "plan_packs",
+    "PACK_BLOB_LIMIT", "Frame", "PackError", "PackParser", "SourceChanged", "frame_header", "plan_packs",
     "frame_groups", "read_frames", "publish_manifest",
 ]
 

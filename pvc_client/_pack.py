@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import re
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = ["MEDIA_TYPE", "PackError", "SourceChanged", "PackParser", "Frame", "frame_header", "plan_packs",
            "frame_groups", "read_frames", "PACK_BLOB_LIMIT", "PACK_MAX_BYTES", "PACK_MAX_BLOBS"]
@@ -51,6 +52,7 @@ class SourceChanged(PackError):
 
 # (sha256, the bytes or the file holding them, size)
 Source = tuple[str, bytes | os.PathLike[str] | str, int]
+T = TypeVar("T")
 
 
 def frame_header(sha: str, size: int) -> bytes:
@@ -146,13 +148,20 @@ def plan_packs(items: Sequence[tuple[str, int]], *, max_bytes: int = PACK_MAX_BY
         yield pack
 
 
-def frame_groups(items: Sequence[Source], limit: int) -> Iterator[Sequence[Source]]:
-    """Consecutive runs of ``items`` of at most ``limit`` bytes in all (a larger blob alone)."""
+def _third(item: Source) -> int:
+    return item[2]
+
+
+def frame_groups(items: Sequence[T], limit: int, *, size: Callable[[T], int] = _third) -> Iterator[Sequence[T]]:
+    """Consecutive runs of ``items`` of at most ``limit`` bytes in all (a larger blob alone).
+
+    ``size`` gives an item's size: by default the third field of a `Source`.
+    """
     i = 0
     while i < len(items):
         j, total = i, 0
-        while j < len(items) and (j == i or total + items[j][2] <= limit):
-            total += items[j][2]
+        while j < len(items) and (j == i or total + size(items[j]) <= limit):
+            total += size(items[j])
             j += 1
         yield items[i:j]
         i = j

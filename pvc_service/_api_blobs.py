@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import BinaryIO
 
 import anyio
@@ -12,9 +11,10 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from pvc_client import PACK_MEDIA_TYPE as PACK_TYPE
-from pvc_client import frame_groups, frame_header, read_frames
+from pvc_client import frame_groups, frame_header
 
 from ._auth import Principal, require
+from ._blob_packs import Stored, read_stored
 from ._blobs import ByteRange, check_sha, parse_range
 from ._errors import ServiceError
 from ._json import json_response
@@ -72,27 +72,31 @@ async def batch_put(request: Request, _: Principal = Depends(require("publish"))
 @router.post("/blobs/batch/get", summary="Download many blobs as one pack, in the order asked")
 async def batch_get(request: Request, body: BatchGetBody, _: Principal = Depends(require("read"))) -> Response:
     st = state(request)
-    found = await run_db(st.blobs.sizes, body.sha256)  # refuses a bad name, or a missing blob, before any byte
-    blobs = [(sha, path, size) for sha, (path, size) in zip(body.sha256, found)]
-    length = sum(len(frame_header(sha, size)) + size for sha, _, size in blobs)
-    return StreamingResponse(_stream_pack(blobs, st.metrics), headers={"Content-Length": str(length)},
+    found = await run_db(st.blobs.locate, body.sha256)  # refuses a bad name, or a missing blob, before any byte
+    length = sum(len(frame_header(item.sha256, item.size)) + item.size for item in found)
+    return StreamingResponse(_stream_pack(found, st.metrics), headers={"Content-Length": str(length)},
                              media_type=PACK_TYPE)
 
 
-async def _stream_pack(blobs: list[tuple[str, Path, int]], metrics: Metrics) -> AsyncIterator[bytes]:
+async def _stream_pack(blobs: list[Stored], metrics: Metrics) -> AsyncIterator[bytes]:
     # Small blobs are read a group at a time in one worker thread (a thread
-    # hop per 4 KiB file would cost more than the read); a large one streams.
-    for group in frame_groups(blobs, _CHUNK):
-        sha, path, size = group[0]
-        if size > _CHUNK:
-            yield frame_header(sha, size)
-            f = await anyio.to_thread.run_sync(open, path, "rb")
-            async for chunk in _stream(f, 0, size, metrics):
+    # hop per 4 KiB file would cost more than the read), those next to each
+    # other in a pack file with one read; a large one streams.
+    for group in frame_groups(blobs, _CHUNK, size=_size):
+        first = group[0]
+        if first.size > _CHUNK:
+            yield frame_header(first.sha256, first.size)
+            f = await anyio.to_thread.run_sync(open, first.path, "rb")
+            async for chunk in _stream(f, first.offset, first.offset + first.size, metrics):
                 yield chunk
             continue
-        data = await anyio.to_thread.run_sync(read_frames, group)  # a blob that changed cuts the answer short
-        metrics.add("blob_bytes_out", sum(size for _, _, size in group))
+        data = await anyio.to_thread.run_sync(read_stored, group)  # a blob that changed cuts the answer short
+        metrics.add("blob_bytes_out", sum(item.size for item in group))
         yield data
+
+
+def _size(item: Stored) -> int:
+    return item.size
 
 
 def _headers(sha256: str) -> dict[str, str]:
@@ -106,7 +110,7 @@ async def download(request: Request, sha256: str, _: Principal = Depends(require
     headers = _headers(sha256)
     if request.scope.get(HEAD_FLAG):
         # a HEAD (see the middleware): the size, without opening the blob
-        _, size = await run_db(st.blobs.require, sha256)
+        size = (await run_db(st.blobs.require, sha256)).size
         return Response(headers={**headers, "Content-Length": str(size)},
                         media_type="application/octet-stream")
     if request.headers.get("if-none-match") in (etag, "*"):
@@ -114,7 +118,7 @@ async def download(request: Request, sha256: str, _: Principal = Depends(require
         return Response(status_code=304, headers=headers)
     # One worker-thread hop opens the blob, and reads it whole if it is small:
     # a request for a small payload waits on no other.
-    size, body = await run_db(st.blobs.open_for_read, sha256, _WHOLE)
+    size, body, base = await run_db(st.blobs.open_for_read, sha256, _WHOLE)
     try:
         wanted = ByteRange(0, size)
         status = 200
@@ -133,7 +137,7 @@ async def download(request: Request, sha256: str, _: Principal = Depends(require
         st.metrics.add("blob_bytes_out", wanted.end - wanted.start)
         return Response(body[wanted.start:wanted.end], status_code=status, headers=headers,
                         media_type="application/octet-stream")
-    return StreamingResponse(_stream(body, wanted.start, wanted.end, st.metrics), status_code=status,
+    return StreamingResponse(_stream(body, base + wanted.start, base + wanted.end, st.metrics), status_code=status,
                              headers=headers, media_type="application/octet-stream")
 
 

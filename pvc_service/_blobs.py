@@ -1,4 +1,7 @@
-"""The content-addressed blob store: ``DIR/blobs/ab/cd/<sha256>``.
+"""The content-addressed blob store: ``DIR/blobs/ab/cd/<sha256>``, and pack files of small ones.
+
+Small blobs uploaded in a batch are kept together in pack files
+(`pvc_service._blob_packs`); `locate` says where any blob is.
 
 An upload is streamed to a temporary file in the same filesystem while it is
 hashed; only a body that hashes to its name is fsynced and renamed into place,
@@ -13,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,14 +25,15 @@ import anyio
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pvc_client import PackError, PackParser, syncfs
+from pvc_client import PackError, PackParser, frame_header, syncfs
 
+from ._blob_packs import PACKED_MAX, PackFileWriter, Stored, pack_path
 from ._db import Database
 from ._errors import Invalid, NotFound, ServiceError, must_match
 from ._names import chunks, now_us
-from ._schema import blobs
+from ._schema import blob_places, blobs
 
-__all__ = ["BlobStore", "check_sha", "ByteRange", "parse_range"]
+__all__ = ["BlobStore", "Stored", "check_sha", "ByteRange", "parse_range"]
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 # hashing and writing happen in a worker thread, a few chunks at a time
@@ -63,13 +67,6 @@ class BlobStore:
     def path(self, sha: str) -> Path:
         check_sha(sha)
         return self.root / sha[:2] / sha[2:4] / sha
-
-    def size(self, sha: str) -> int | None:
-        """The stored blob's size, or None. Only complete blobs are ever at their path."""
-        try:
-            return self.path(sha).stat().st_size
-        except FileNotFoundError:
-            return None
 
     def missing(self, shas: Iterable[str]) -> list[str]:
         wanted = sorted({check_sha(s) for s in shas})
@@ -119,14 +116,16 @@ class BlobStore:
     async def put_pack(self, body: AsyncIterator[bytes], limit: int) -> tuple[int, int, int]:
         """Store every blob of a pack (`pvc_client._pack`). Returns (blobs, bytes, created).
 
-        All or nothing: each blob is written to a temporary file and checked
-        against its name as it arrives, and only once the whole pack was good
-        are they made durable (one sync for the lot, not two fsyncs a blob),
-        renamed into place and recorded in one transaction. A bad frame, a
-        hash that does not match or a body cut short stores nothing.
+        All or nothing: each blob is checked against its name as it arrives
+        and written to a temporary file (the small ones together, into one
+        pack file: `pvc_service._blob_packs`), and only once the whole pack was
+        good are they made durable (one sync for the lot, not two fsyncs a
+        blob), renamed into place and recorded in one transaction. A bad
+        frame, a hash that does not match or a body cut short stores nothing.
         """
         parser = PackParser(max_blob=limit)
-        staged: list[tuple[str, Path, int]] = []
+        packfile = PackFileWriter(self.tmp)
+        staged: list[tuple[str, Path, int]] = []  # the large ones, a file each
         pending: list = []
         pending_bytes = 0
         try:
@@ -138,63 +137,101 @@ class BlobStore:
                 pending.extend(frames)
                 pending_bytes += sum(len(f.data) for f in frames)
                 if pending_bytes >= _FLUSH_BYTES:
-                    await anyio.to_thread.run_sync(self._stage, pending, staged)
+                    await anyio.to_thread.run_sync(self._stage, pending, staged, packfile)
                     pending, pending_bytes = [], 0
             try:
                 parser.finish()
             except PackError as exc:
                 raise Invalid(f"not a pack: {exc}") from None
-            await anyio.to_thread.run_sync(self._stage, pending, staged)
-            created = await anyio.to_thread.run_sync(self._install_many, staged)
+            await anyio.to_thread.run_sync(self._stage, pending, staged, packfile)
+            name = await anyio.to_thread.run_sync(self._install_many, staged, packfile)
         finally:
             for _, tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
-        await anyio.to_thread.run_sync(self._record, [(sha, size) for sha, _, size in staged])
-        return len(staged), sum(size for _, _, size in staged), created
+            packfile.discard()
+        found = [(sha, size) for sha, _, size in staged] + [(sha, size) for sha, (_, size) in packfile.places.items()]
+        places = {sha: (name, offset) for sha, (offset, _) in packfile.places.items()} if name else {}
+        created = await anyio.to_thread.run_sync(self._record, found, places)
+        return parser.frames, parser.bytes, created
 
-    def _stage(self, frames: list, staged: list[tuple[str, Path, int]]) -> None:
+    def _stage(self, frames: list, staged: list[tuple[str, Path, int]], packfile: PackFileWriter) -> None:
         for frame in frames:
             if not frame.ok:
                 raise ServiceError("hash_mismatch", f"a blob named {frame.sha256} in the pack hashes to "
                                    f"{hashlib.sha256(frame.data).hexdigest()}")
+            if len(frame.data) <= PACKED_MAX:
+                packfile.add(frame.sha256, frame.data)
+                continue
             fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="pack-")
             staged.append((frame.sha256, Path(tmp_name), len(frame.data)))
             with os.fdopen(fd, "wb") as out:
                 out.write(frame.data)
 
-    def _install_many(self, staged: list[tuple[str, Path, int]]) -> int:
-        if not staged:
-            return 0
+    def _install_many(self, staged: list[tuple[str, Path, int]], packfile: PackFileWriter) -> str | None:
+        """Move the staged files into place; the pack file's name (None if it holds nothing)."""
+        packfile.close()
+        if not staged and not packfile.places:
+            return None
         syncfs(self.tmp)  # every staged file's data on disk before any is renamed into place
-        created = 0
+        name = packfile.install(self.root)
         for sha, tmp, _ in staged:
             final = self.path(sha)
-            if not final.exists():
-                created += 1
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
         syncfs(self.root)  # the renames too, before the database says the blobs exist
-        return created
+        return name
 
-    def _record(self, found: list[tuple[str, int]]) -> None:
+    def _record(self, found: list[tuple[str, int]], places: dict[str, tuple[str, int]] | None = None) -> int:
+        """Record stored blobs (and where the packed ones are); how many were new.
+
+        A blob recorded before keeps its place: its copy here is dead bytes.
+        """
         if not found:
-            return
-        insert = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(blobs)
+            return 0
+        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
         stamp = now_us()
+        new = 0
         with self.db.write() as conn:
-            for batch in chunks(sorted(set(found))):
-                conn.execute(insert.values([{"sha256": sha, "size": size, "created_us": stamp}
-                                            for sha, size in batch])
-                             .on_conflict_do_nothing(index_elements=["sha256"]))
+            for batch in chunks(sorted(dict(found).items())):
+                known = set(conn.execute(select(blobs.c.sha256)
+                                         .where(blobs.c.sha256.in_([sha for sha, _ in batch]))).scalars())
+                fresh = [(sha, size) for sha, size in batch if sha not in known]
+                if not fresh:
+                    continue
+                new += len(fresh)
+                conn.execute(dialect.insert(blobs).values(
+                    [{"sha256": sha, "size": size, "created_us": stamp} for sha, size in fresh])
+                    .on_conflict_do_nothing(index_elements=["sha256"]))
+                placed = [{"sha256": sha, "pack": places[sha][0], "offset": places[sha][1]}
+                          for sha, _ in fresh if places and sha in places]
+                if placed:
+                    conn.execute(dialect.insert(blob_places).values(placed)
+                                 .on_conflict_do_nothing(index_elements=["sha256"]))
+        return new
 
-    def sizes(self, shas: Iterable[str]) -> list[tuple[Path, int]]:
-        """The path and size of each blob, in order; NotFound names the first few missing."""
-        found: list[tuple[Path, int]] = []
+    def locate(self, shas: Sequence[str]) -> list[Stored]:
+        """Where each blob is, in order; NotFound names the first few missing."""
+        for sha in shas:
+            check_sha(sha)
+        places: dict[str, tuple[str, int, int]] = {}
+        with self.db.read() as conn:
+            for batch in chunks(sorted(set(shas))):
+                rows = conn.execute(select(blob_places.c.sha256, blob_places.c.pack, blob_places.c.offset,
+                                           blobs.c.size)
+                                    .join_from(blob_places, blobs)
+                                    .where(blob_places.c.sha256.in_(batch)))
+                places.update((sha, (pack, offset, size)) for sha, pack, offset, size in rows)
+        found: list[Stored] = []
         missing: list[str] = []
         for sha in shas:
+            place = places.get(sha)
+            if place is not None:
+                pack, offset, size = place
+                found.append(Stored(sha, pack_path(self.root, pack), offset, size, packed=True))
+                continue
             path = self.path(sha)
             try:
-                found.append((path, path.stat().st_size))
+                found.append(Stored(sha, path, 0, path.stat().st_size))
             except FileNotFoundError:
                 missing.append(sha)
         if missing:
@@ -209,25 +246,31 @@ class BlobStore:
         _fsync_dir(final.parent)
         return not existed
 
-    def open_for_read(self, sha: str, whole: int) -> tuple[int, bytes | BinaryIO]:
-        """(size, the bytes) for a blob of at most ``whole`` bytes, else (size, an open file)."""
+    def open_for_read(self, sha: str, whole: int) -> tuple[int, bytes | BinaryIO, int]:
+        """(size, its bytes, 0) for a blob of at most ``whole`` bytes, else (size, an open file, where it starts)."""
+        item = self.require(sha)
         try:
-            f = open(self.path(sha), "rb")  # noqa: SIM115 - handed to the caller when large
+            f = open(item.path, "rb")  # noqa: SIM115 - handed to the caller when large
         except FileNotFoundError:
             raise NotFound(f"no blob {sha}") from None
         try:
-            size = os.fstat(f.fileno()).st_size
-            if size > whole:
-                return size, f
-            data = f.read()
+            if item.packed:  # the file holds it where it was recorded, or nothing is sent
+                header = frame_header(sha, item.size)
+                if os.pread(f.fileno(), len(header), item.frame_start) != header:
+                    raise ServiceError("internal", f"blob {sha} is not where it was recorded")
+            if item.size > whole:
+                return item.size, f, item.offset
+            data = os.pread(f.fileno(), item.size, item.offset)
         except BaseException:
             f.close()
             raise
         f.close()
-        return size, data
+        if len(data) != item.size:
+            raise ServiceError("internal", f"blob {sha} is shorter than recorded")
+        return item.size, data, 0
 
-    def require(self, sha: str) -> tuple[Path, int]:
-        return self.sizes([sha])[0]
+    def require(self, sha: str) -> Stored:
+        return self.locate([sha])[0]
 
 
 def _sync(f: BinaryIO) -> None:

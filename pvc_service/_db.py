@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, exc, select, text
+from sqlalchemy import Connection, create_engine, event, exc, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -174,6 +174,8 @@ class Database:
                     f"the database has schema version {stored}, newer than this service's "
                     f"{SCHEMA_VERSION}: upgrade the service"
                 )
+            elif int(stored) < SCHEMA_VERSION:  # every step so far only added tables, made above
+                conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -27,14 +27,16 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["SCHEMA_VERSION", "metadata", "meta", "products", "product_names", "versions",
-           "dependencies", "version_origins", "blobs", "label_moves", "events", "workspaces",
+           "dependencies", "version_origins", "blobs", "blob_places", "label_moves", "events", "workspaces",
            "workspace_revisions", "snapshots", "ALL_TABLES"]
 
 # Bumped by every schema change an older service could not live with; a
 # migration step reads the stored value. A table added for a new feature
 # (``version_origins``) is not such a change: ``create_all`` adds it, and an
-# older service simply never reads or writes it.
-SCHEMA_VERSION = 1
+# older service simply never reads or writes it. Version 2: small blobs may
+# live in pack files (``blob_places``), which a version-1 service would answer
+# 404 for; a version-1 store needs nothing more than the table.
+SCHEMA_VERSION = 2
 
 # SQLite only auto-increments an ``INTEGER PRIMARY KEY`` (not BIGINT), so ids
 # are BIGINT on PostgreSQL and INTEGER (which is 64-bit there anyway) on SQLite.
@@ -153,6 +155,17 @@ blobs = Table(
     Column("sha256", String(64), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("created_us", BigInteger, nullable=False),
+)
+
+# Where a small blob uploaded in a batch lies: in the pack file ``pack``, its
+# bytes at ``offset`` (`pvc_service._blob_packs`). A blob without a row here
+# is a file of its own. A table of its own for the same reason as
+# ``version_origins``: stores made before it gain it at start.
+blob_places = Table(
+    "blob_places", metadata,
+    Column("sha256", String(64), ForeignKey("blobs.sha256"), primary_key=True),
+    Column("pack", String(32), nullable=False),
+    Column("offset", BigInteger, nullable=False),
 )
 
 # Label history: the position as of T is the newest move at or before T; a

@@ -25,7 +25,7 @@ from pvc_client import (
     parse_time,
 )
 from pvc_trees import describe, make_tree
-from tests.support.service import Service, running_service
+from tests.support.service import Service, StoredBlob, running_service
 
 
 def arun(url: str, fn: Callable[[PVCClient], Awaitable[Any]], **kwargs: Any) -> Any:
@@ -97,9 +97,7 @@ def test_failed_materialize_leaves_nothing(url: str, pri: str, tmp_path: Path,
         with pytest.raises(NotFound):
             await c.materialize(f"{pri}@7", target)
         # damage the stored blob behind the service's back: the client must notice
-        stored = next(module_service.data_dir.rglob(sha(payload)))
-        stored.chmod(0o644)
-        stored.write_bytes(b"X" * len(payload))
+        StoredBlob(module_service.data_dir, payload).write(b"X" * len(payload))
         with pytest.raises(PVCError, match="corrupted"):
             await c.materialize(pri, target)
 

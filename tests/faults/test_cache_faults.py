@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.helpers import Publisher, blob_problems, file_tree, mounted, sha256, timed_errno
 from tests.support.faultproxy import FaultProxy
-from tests.support.service import Service
+from tests.support.service import Service, StoredBlob
 
 pytestmark = pytest.mark.fuse
 
@@ -118,9 +118,11 @@ def test_cached_blob_removed_behind_the_daemon(tmp_path: Path, pvc: Publisher, p
 def test_wrong_blob_from_the_service(tmp_path: Path, pvc: Publisher, pvc_service: Service) -> None:
     data = os.urandom(200_000)
     pvc.publish(PRI, file_tree(tmp_path / "src", {"bad.bin": data, "good.txt": b"fine\n"}))
-    stored = next(p for p in pvc_service.data_dir.rglob(sha256_of(data)))
-    original = stored.read_bytes()
-    _corrupt(stored)
+    stored = StoredBlob(pvc_service.data_dir, data)
+    original = stored.read()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    stored.write(bytes(damaged))
     cache = tmp_path / "cache"
     with mounted(tmp_path, pvc_service.url, cache=cache, allow_log=CORRUPT_LOG) as m:
         code, _ = timed_errno(lambda: (m / PRI / "bad.bin").read_bytes())
@@ -129,16 +131,10 @@ def test_wrong_blob_from_the_service(tmp_path: Path, pvc: Publisher, pvc_service
         assert re.search(r"from the service hashes to", m.log_text())
         assert not _cached(cache, data).exists() and not list((cache / "tmp").iterdir())
         # the service is repaired: the next open fetches again (no failure remembered)
-        stored.write_bytes(original)
+        stored.write(original)
         assert (m / PRI / "bad.bin").read_bytes() == data
         assert m.control("stats.json")["errors"] >= 1
     assert blob_problems(cache) == []
-
-
-def sha256_of(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["Service", "ServiceFailed", "running_service", "pg_database"]
+__all__ = ["Service", "ServiceFailed", "running_service", "pg_database", "StoredBlob"]
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -149,3 +149,38 @@ def pg_database(base_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class StoredBlob:
+    """A blob as the service stores it, found by content: a file of its own or a stretch of a pack file.
+
+    For tests that damage the store behind the service's back (and repair it).
+    """
+
+    def __init__(self, data_dir: Path, data: bytes) -> None:
+        import hashlib
+
+        sha = hashlib.sha256(data).hexdigest()
+        self.size = len(data)
+        loose = list(Path(data_dir).rglob(sha))
+        if loose:
+            self.path, self.offset = loose[0], 0
+            return
+        header = f"{sha} {len(data)}\n".encode()
+        for pack in Path(data_dir).rglob("*.pack"):
+            at = pack.read_bytes().find(header + data)
+            if at >= 0:
+                self.path, self.offset = pack, at + len(header)
+                return
+        raise FileNotFoundError(f"blob {sha} is not in the store under {data_dir}")
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return os.pread(f.fileno(), self.size, self.offset)
+
+    def write(self, data: bytes) -> None:
+        """Overwrite the blob's bytes in place (same length)."""
+        assert len(data) == self.size
+        os.chmod(self.path, 0o644)
+        with open(self.path, "r+b") as f:
+            os.pwrite(f.fileno(), data, self.offset)
