@@ -292,11 +292,11 @@ class Operations(OutputOps, pyfuse3.Operations):
             except Exception as exc:  # noqa: BLE001 - the slow path still answers; never end the task
                 log.debug("listing %d for the C lookup path: %s", parent, exc)
                 continue
-            for i in range(0, len(listing), 256):
+            for i in range(0, len(listing), 32):
                 if i:
                     await trio.sleep(0)
                 files = []
-                for name, node in listing[i:i + 256]:
+                for name, node in listing[i:i + 32]:
                     if node.kind not in (K_FILE, K_DIR, K_LINK):
                         continue
                     put(parent, name.encode(), self._attrs(node))  # what `lookup` would answer
