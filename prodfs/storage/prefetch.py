@@ -72,8 +72,11 @@ async def prefetch(
                 if progress:
                     progress(done, total, done_files, len(wanted))
 
-    small = [(sha, size) for sha, size in sorted(wanted.items()) if size <= PACK_BLOB_LIMIT]
-    large = [[(sha, size)] for sha, size in sorted(wanted.items()) if size > PACK_BLOB_LIMIT]
+    # In the versions' own order (each one's files by path), not by hash: a
+    # version's small payloads were stored together, and read back in that
+    # order they are one read at the service rather than one per payload.
+    small = [(sha, size) for sha, size in wanted.items() if size <= PACK_BLOB_LIMIT]
+    large = [[(sha, size)] for sha, size in wanted.items() if size > PACK_BLOB_LIMIT]
     try:
         async with trio.open_nursery() as nursery:
             for group in [*plan_packs(small), *large]:
