@@ -159,7 +159,12 @@ async def publish_manifest(
 async def _upload_and_publish(client: Store, pri: str, manifest: list[JSON], sources: dict[str, tuple[Path, int]],
                               *, progress: Progress | None, **publish: Any) -> JSON:
     """The upload and the publish, of arguments already checked (`_check_publish`)."""
-    missing = await client.missing_blobs(list(sources))
+    # In the manifest's order (by path), not the store's answer's (by hash): the store keeps a
+    # batch's small blobs together in the order they come, and a directory's files are then read
+    # back in one piece.
+    lacking = set(await client.missing_blobs(list(sources)))
+    missing = list(dict.fromkeys([*(e["sha256"] for e in manifest if e.get("sha256") in lacking),
+                                  *(sha for sha in sources if sha in lacking)]))
     meter = _Meter(sum(sources[sha][1] for sha in missing), len(missing), progress)
     meter.add(0)  # the totals, from the start
 

@@ -17,6 +17,7 @@ from pvc_client import (
     Conflict,
     InvalidInput,
     NotFound,
+    PackParser,
     PVCClient,
     PVCError,
     Unauthorized,
@@ -103,6 +104,26 @@ def test_failed_materialize_leaves_nothing(url: str, pri: str, tmp_path: Path,
 
     arun(url, main)
     assert list(tmp_path.iterdir()) == [src]
+
+
+def test_a_published_directory_is_stored_in_path_order(url: str, tmp_path: Path, module_service: Service) -> None:
+    # the store keeps a batch's small blobs in the order sent: a directory's files, read back in
+    # path order, are then one stretch of one pack file
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    payloads = {f"f{i:02d}.dat": os.urandom(300 + i) for i in range(30)}
+    payloads.update({f"sub/g{i}.dat": os.urandom(50) for i in range(5)})
+    for name, data in payloads.items():
+        (src / name).write_bytes(data)
+    arun(url, lambda c: c.publish_directory("pathorder:seq-lgt:layout", src))
+    stored = {sha(data): name for name, data in payloads.items()}
+    orders = []
+    for pack in module_service.data_dir.rglob("*.pack"):
+        parser = PackParser(max_blob=1 << 20)
+        names = [stored[f.sha256] for f in parser.feed(pack.read_bytes()) if f.sha256 in stored]
+        if names:
+            orders.append(names)
+    assert orders == [sorted(payloads)]
 
 
 def test_publish_refusals(url: str, pri: str) -> None:
