@@ -25,6 +25,7 @@ class Stats:
     bytes_fetched: int = 0
     blobs_hashed: int = 0  # cached payloads hashed again before use (not trusted from the ledger)
     manifests_fetched: int = 0
+    manifest_requests: int = 0  # requests that fetched them (one batch answers many)
     resolutions: int = 0
     invalidations: int = 0
     events: int = 0
@@ -50,7 +51,7 @@ class Stats:
 
 _COUNTERS = ("lookups", "negative_lookups", "getattrs", "readdirs", "opens", "reads", "bytes_read",
              "cache_hits", "cache_misses", "blobs_fetched", "bytes_fetched", "blobs_hashed",
-             "manifests_fetched",
+             "manifests_fetched", "manifest_requests",
              "resolutions", "invalidations", "events", "errors", "pvc_requests")
 _GAUGES = ("uptime", "products", "resolved", "conflicts", "inodes", "cache_hit_ratio", "pvc_latency_avg_ms")
 

@@ -56,7 +56,7 @@ from ._pack import (
 from ._pri import LATEST, parse_pri, parse_ref
 from ._transfer import materialize, publish_directory
 
-__all__ = ["DEFAULT_URL", "PVCClient"]
+__all__ = ["DEFAULT_URL", "VERSIONS_BATCH_LIMIT", "PVCClient"]
 
 DEFAULT_URL = "http://127.0.0.1:8750"
 API_PREFIX = "/api/v1"
@@ -73,6 +73,8 @@ _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.Wri
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _MISSING_BATCH = 5000  # hashes per /blobs/missing request: keeps bodies well under any size cap
 _MAX_EVENTS_WAIT = 60.0
+# refs per POST /versions/batch: the service refuses more (its body model imports this)
+VERSIONS_BATCH_LIMIT = 1000
 
 
 def _read_in_larger_pieces() -> None:
@@ -417,6 +419,29 @@ class PVCClient:
         """A Version with its manifest; ``selector`` is a number, a label or ``latest``."""
         path = f"/products/{pri_path(pri)}/versions/{version_selector(selector)}"
         return await self._json("GET", path, params={"as_of": as_time(as_of)})
+
+    async def get_versions(self, refs: Iterable[tuple[str, int]], as_of: TimeArg = None, *,
+                           missing: str = "error") -> list[JSON | None]:
+        """The Version of each (pri, number), in the order given, `VERSIONS_BATCH_LIMIT` a request.
+
+        ``missing="omit"`` answers an unknown product or version with None in
+        its place instead of raising `NotFound`. Versions are immutable, so
+        pages need no common time; only their ``labels`` may differ by a move
+        between two pages.
+        """
+        texts = [exact_ref(f"{pri}@{number}", "a version") for pri, number in refs]
+        body: JSON = {"as_of": as_time(as_of)}
+        if missing != "error":
+            body["missing"] = missing
+        out: list[JSON | None] = []
+        for start in range(0, len(texts), VERSIONS_BATCH_LIMIT):
+            page = texts[start:start + VERSIONS_BATCH_LIMIT]
+            answer = await self._json("POST", "/versions/batch", body={**body, "versions": page}, idempotent=True)
+            found = _field(answer, "versions", list)
+            if len(found) != len(page):
+                raise PVCError(f"the service answered {len(found)} versions for {len(page)} asked")
+            out.extend(found)
+        return out
 
     async def resolve(self, ref: str, as_of: TimeArg = None) -> JSON:
         """``PRI``, ``PRI@N`` or ``PRI@label`` -> its Version (versionless = newest visible)."""

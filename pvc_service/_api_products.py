@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pvc_client import parse_label, parse_pri, parse_ref, parse_time, to_micros, validate_manifest
+from pvc_client import PVCError, parse_label, parse_pri, parse_ref, parse_time, to_micros, validate_manifest
 from starlette.responses import Response
 
 from . import _catalog, _publish
 from ._auth import Principal, require
+from ._errors import Invalid
 from ._json import json_response
-from ._models import PAGE_LIMIT, LabelBody, PublishBody, RenameBody
+from ._models import PAGE_LIMIT, LabelBody, PublishBody, RenameBody, VersionsBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
 from ._state import run_db, run_read, state
 from ._workspaces import check_name
@@ -76,6 +77,26 @@ async def get_version(request: Request, pri: str, sel: str, as_of: str | None = 
         return _catalog.get_version(conn, product, _catalog.find_version(conn, product, sel, when), when)
 
     return json_response(await _read_product(request, pri, as_of, version))
+
+
+@router.post("/versions/batch")
+async def get_versions(request: Request, body: VersionsBody, as_of: str | None = AsOf,
+                       _: Principal = Depends(require("read"))) -> Response:
+    when = parse_as_of(body.as_of if body.as_of is not None else as_of, now_us())
+    refs = [_exact(i, text) for i, text in enumerate(body.versions)]
+    found = await run_read(request, _catalog.get_versions, refs, when, body.missing == "omit")
+    return json_response({"versions": found})
+
+
+def _exact(index: int, text: str) -> tuple[str, int]:
+    """(name, number) of the exact ref ``versions[index]``; else 400 saying which and why."""
+    try:
+        ref = parse_ref(text)
+    except PVCError as error:
+        raise Invalid(f"versions[{index}]: {error}", "invalid_pri") from None
+    if ref.number is None:
+        raise Invalid(f"versions[{index}]: {text[:80]!r} is not an exact version (PRI@N)", "invalid_pri")
+    return ref.pri.text, ref.number
 
 
 @router.post("/products/{pri}/versions", status_code=201)

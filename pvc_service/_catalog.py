@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pvc_client import LATEST, format_time, from_micros, is_label
-from sqlalchemy import Connection, Row, Select, select, tuple_
+from sqlalchemy import Connection, Row, Select, select
 
 from ._errors import Invalid, NotFound, ServiceError
 from ._names import (
@@ -18,13 +18,15 @@ from ._names import (
     canonical_names,
     canonical_names_query,
     chunks,
+    find_products,
     labels_as_of,
     latest_numbers,
+    pairs_in,
 )
 from ._schema import dependencies, label_moves, product_names, products, version_origins, versions
 
 __all__ = ["iso", "product_summary", "list_products", "visible_products_query", "canonical_page",
-           "list_versions", "get_version",
+           "list_versions", "get_version", "get_versions",
            "find_version", "find_versions", "product_labels", "label_history", "dependency_rows", "dependency_refs",
            "version_workspaces"]
 
@@ -216,7 +218,7 @@ def find_versions(conn: Connection, wanted: Sequence[tuple[Product, str]],
     exist: set[tuple[int, int]] = set()
     for batch in chunks(numbered):
         rows = conn.execute(select(versions.c.product_id, versions.c.number).where(
-            tuple_(versions.c.product_id, versions.c.number).in_(batch), versions.c.created_us <= as_of))
+            pairs_in(versions.c.product_id, versions.c.number, batch), versions.c.created_us <= as_of))
         exist.update((pid, n) for pid, n in rows)
     labels = labels_as_of(conn, labelled, as_of) if labelled else {}
     out: list[int | ServiceError] = []
@@ -239,19 +241,73 @@ def find_versions(conn: Connection, wanted: Sequence[tuple[Product, str]],
     return out
 
 
+def _version_rows(conn: Connection, keys: Sequence[tuple[int, int]], as_of: int) -> dict[tuple[int, int], Row[Any]]:
+    """(product id, number) -> its ``versions`` row, for those visible as of a time: one query per `CHUNK`."""
+    found: dict[tuple[int, int], Row[Any]] = {}
+    for batch in chunks(dict.fromkeys(keys)):
+        rows = conn.execute(select(versions).where(
+            pairs_in(versions.c.product_id, versions.c.number, batch), versions.c.created_us <= as_of))
+        found.update({(r.product_id, r.number): r for r in rows})
+    return found
+
+
+def _versions(conn: Connection, found: Sequence[tuple[Product, Row[Any]]], as_of: int) -> list[dict[str, Any]]:
+    """The Version of each (product, ``versions`` row), in order.
+
+    One builder for ``GET /products/{pri}/versions/{sel}`` and ``POST
+    /versions/batch``, so that the two answers cannot drift apart; its
+    queries are per `CHUNK` versions, not per version.
+    """
+    ids = list(dict.fromkeys(row.id for _, row in found))
+    deps = dependency_refs(conn, ids, as_of)
+    origins = version_workspaces(conn, ids)
+    labels = labels_as_of(conn, dict.fromkeys(product.id for product, _ in found), as_of)
+    out = []
+    for product, row in found:
+        version = _summary(product, row, deps.get(row.id, []), origins.get(row.id))
+        version["manifest"] = row.manifest
+        version["labels"] = sorted(name for name, n in labels.get(product.id, {}).items() if n == row.number)
+        out.append(version)
+    return out
+
+
 def get_version(conn: Connection, product: Product, number: int, as_of: int) -> dict[str, Any]:
-    row = conn.execute(
-        select(versions).where(versions.c.product_id == product.id, versions.c.number == number,
-                               versions.c.created_us <= as_of)
-    ).first()
+    row = _version_rows(conn, [(product.id, number)], as_of).get((product.id, number))
     if row is None:
         raise NotFound(f"no version {product.pri}@{number} as of {iso(as_of)}")
-    out = _summary(product, row, dependency_refs(conn, [row.id], as_of).get(row.id, []),
-                   version_workspaces(conn, [row.id]).get(row.id))
-    labels = labels_as_of(conn, [product.id], as_of).get(product.id, {})
-    out["manifest"] = row.manifest
-    out["labels"] = sorted(name for name, n in labels.items() if n == number)
-    return out
+    return _versions(conn, [(product, row)], as_of)[0]
+
+
+# how many unknown refs a 404 of ``POST /versions/batch`` names
+_MISSING_NAMED = 10
+
+
+def get_versions(conn: Connection, refs: Sequence[tuple[str, int]], as_of: int,
+                 omit: bool = False) -> list[dict[str, Any] | None]:
+    """The Version of each (name, number), in order, as `get_version` answers it.
+
+    An unknown product or version is a 404 naming the first few unknown
+    refs, or with ``omit`` a None in its place. A constant number of queries
+    per `CHUNK` refs, whatever their number.
+    """
+    products = find_products(conn, (name for name, _ in refs), as_of)
+    rows = _version_rows(conn, [(products[name].id, n) for name, n in refs if name in products], as_of)
+    found: list[tuple[Product, Row[Any]] | None] = []
+    missing: list[str] = []
+    for name, number in refs:
+        product = products.get(name)
+        row = rows.get((product.id, number)) if product is not None else None
+        found.append(None if product is None or row is None else (product, row))
+        if product is None:
+            missing.append(f"no product {name!r}")
+        elif row is None:
+            missing.append(f"no version {product.pri}@{number}")
+    if missing and not omit:
+        more = len(missing) - _MISSING_NAMED
+        raise NotFound(f"{len(missing)} of {len(refs)} versions unknown as of {iso(as_of)}: "
+                       + "; ".join(missing[:_MISSING_NAMED]) + (f"; and {more} more" if more > 0 else ""))
+    built = iter(_versions(conn, [pair for pair in found if pair is not None], as_of))
+    return [None if pair is None else next(built) for pair in found]
 
 
 def product_labels(conn: Connection, product: Product, as_of: int) -> dict[str, int]:

@@ -7,11 +7,12 @@ specific error codes of docs/api.md.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pvc_client import VERSIONS_BATCH_LIMIT
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PAGE_LIMIT", "WorkspaceOrigin", "PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "WorkspaceBody",
+__all__ = ["PAGE_LIMIT", "WorkspaceOrigin", "PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "VersionsBody", "WorkspaceBody",
            "SnapshotBody"]
 
 _TEXT = 256
@@ -70,6 +71,14 @@ class ClosureBody(_Body):
     after: int | None = Field(None, ge=0, le=2**63 - 1,
                               description="page on from this product id (a page's next); null: the first page")
     limit: int | None = Field(None, ge=1, le=PAGE_LIMIT, description="products per page; null: all")
+
+
+class VersionsBody(_Body):
+    versions: list[Annotated[str, Field(max_length=1024)]] = Field(
+        min_length=1, max_length=VERSIONS_BATCH_LIMIT, description="exact versions, PRI@N")
+    as_of: str | None = Field(None, max_length=_TEXT)
+    missing: Literal["error", "omit"] = Field(
+        "error", description="an unknown ref: 404 (error) or answered with null in its place (omit)")
 
 
 class WorkspaceBody(_Body):

@@ -20,15 +20,17 @@ from sqlalchemy import (
     CursorResult,
     Select,
     String,
+    and_,
     bindparam,
     func,
     select,
+    tuple_,
 )
 
 from ._errors import NotFound, from_client_error
 from ._schema import label_moves, product_names, products, versions
 
-__all__ = ["now_us", "parse_as_of", "chunks", "batches", "where_in", "AS_OF", "IDS", "Prepared",
+__all__ = ["now_us", "parse_as_of", "chunks", "batches", "where_in", "pairs_in", "AS_OF", "IDS", "Prepared",
            "find_products", "find_product",
            "lookup_product", "no_product",
            "canonical_names_query", "canonical_names", "aliases_of", "latest_numbers", "labels_as_of",
@@ -78,6 +80,17 @@ def batches(ids: Iterable[int] | None) -> Iterable[list[int] | None]:
 def where_in(query: S, column: ColumnElement[Any], batch: Sequence[int] | BindParameter[Any] | None) -> S:
     """``query`` limited to rows whose ``column`` is in ``batch`` (ids, or `IDS`); a None batch limits nothing."""
     return query if batch is None else query.where(column.in_(batch))
+
+
+def pairs_in(first: ColumnElement[Any], second: ColumnElement[Any],
+             pairs: Sequence[tuple[Any, Any]]) -> ColumnElement[bool]:
+    """``(first, second)`` is one of ``pairs``, spelled so that an index on (first, second) is used.
+
+    SQLite seeks no index with a list of row values alone (it scans the
+    table, manifests and all); the list of ``first`` values it does seek,
+    and the pairs then sort out the index entries before any row is read.
+    """
+    return and_(first.in_(sorted({a for a, _ in pairs})), tuple_(first, second).in_(pairs))
 
 
 # The values of a `Prepared` statement: the time, and a batch of product ids.

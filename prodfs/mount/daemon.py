@@ -21,21 +21,21 @@ from pathlib import Path
 
 import trio
 
-from pvc_client import PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, publish_manifest, to_micros
+from pvc_client import NotFound, PVCClient, PVCError, Unavailable, format_time, from_micros, parse_time, publish_manifest, to_micros
 
 from ..kernel import (
     FastLookups, FastReads, Passthrough, pyfuse3, raise_readahead, why_zero_open_unavailable, zero_open_sessions,
 )
 from ..resolution import Context, Graph, create_snapshot, load_closure
 from ..stats import Stats, prometheus_text
-from ..storage import BlobCache, SavedContexts, VersionStore, pin_key, snapshot_key
+from ..storage import BlobCache, SavedContexts, VersionStore, Want, pin_key, snapshot_key
 from . import _sdnotify
 from .fs import LONG, Operations
 from .learning import Learner
 from .namespace import ROOT, Namespace
 from .outputs import Outputs, PublishRefused
 from .options import add_mount_options, default_cache_dir, expand_o_options, join_time_values
-from .state import MountState
+from .state import MountState, View
 from .users import LOCK_NAME, live_records, read_records, try_lock
 
 log = logging.getLogger("prodfs")
@@ -54,6 +54,10 @@ def _invalidate_root() -> None:
         log.debug("invalidating the root's listing: %s", exc)
 
 __all__ = ["Daemon", "main", "build_parser"]
+
+
+# versions whose manifests a snapshot mount asks along with one it misses
+COMPANIONS = 256
 
 
 class StartupError(Exception):
@@ -79,7 +83,8 @@ class Daemon:
         self.io_limiter = trio.CapacityLimiter(8)
         self.blobs = BlobCache(self.cache_dir, self.client.download_blob, max_bytes=opts.cache_size, stats=self.stats,
                                trust_ledger=opts.cache_verify == "once", download_pack=self.client.download_pack)
-        self.versions = VersionStore(self._fetch_version, self.cache_dir, self.stats)
+        self.versions = VersionStore(self._fetch_version, self.cache_dir, self.stats, fetch_many=self._fetch_versions)
+        self._batch_versions = True  # False once the service showed it has no POST /versions/batch
         self.state: MountState
         self.namespace: Namespace
         self.snapshot: dict | None = None
@@ -102,6 +107,17 @@ class Daemon:
 
     async def _fetch_version(self, pri: str, number: int) -> dict:
         return await self.client.get_version(pri, number)
+
+    async def _fetch_versions(self, refs: list[tuple[str, int]]) -> list[dict | None]:
+        if not self._batch_versions:
+            raise PVCError("the service has no POST /versions/batch")
+        try:
+            # an unknown one is answered None: the store asks for the wanted one alone, which says why
+            return await self.client.get_versions(refs, missing="omit")
+        except NotFound:
+            # with missing=omit only a service without the endpoint answers 404: stop asking it
+            self._batch_versions = False
+            raise
 
     # -- context -----------------------------------------------------------
     def _cli_context(self) -> Context:
@@ -176,6 +192,9 @@ class Daemon:
         graph, complete = _graph_of(index)
         self.state = MountState(context, graph, snapshot=snapshot["record"] if snapshot else None, complete=complete)
         self.namespace = Namespace(self.state, self.versions)
+        if snapshot is not None:
+            # a render job reads much of what the snapshot froze: its manifests come in batches
+            self.namespace.companions = self._snapshot_companions
         self.learner = Learner(self.client, self.state, degraded=self._degraded_reason,
                                changed=self._learned_more, root_page=o.root_page)
         self.namespace.learn = self.learner.name
@@ -186,6 +205,9 @@ class Daemon:
         fixed = snapshot is not None or (context.pin_us is not None and not o.workspace)
         self.root_timeout = LONG if fixed else o.live_timeout
         log.info("context: %s; %d products loaded", context.describe(), len(self.state.graph))
+
+    def _snapshot_companions(self, view: View) -> list[Want]:
+        return self.state.snapshot_companions(view, COMPANIONS, self.versions.known)
 
     def _degraded_reason(self) -> str | None:
         return self.stats.degraded_reason if self.stats.degraded_since is not None else None

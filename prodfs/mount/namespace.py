@@ -19,14 +19,14 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from pvc_client import Entry
 
 from .state import ConflictError, MountState, NameError_, Unknown, View
-from ..storage import VersionStore, VersionTree
+from ..storage import VersionStore, VersionTree, Want
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class Namespace:
         self.on_use: Callable[[View], None] | None = None
         # asks the service about a product the state does not know (prodfs.mount.learning)
         self.learn: Callable[[str], Awaitable[None]] | None = None
+        # the versions to load along with a version's tree when it is not loaded (a snapshot's)
+        self.companions: Callable[[View], Sequence[Want]] | None = None
         self._add(Node(ROOT, K_ROOT))
         self._add(Node(CONTROL_DIR, K_CTRL_DIR))
         for i, name in enumerate(CONTROL_FILES):
@@ -194,7 +196,11 @@ class Namespace:
     async def tree(self, node: Node) -> VersionTree:
         v = node.view
         assert v is not None
-        return await self.versions.get(v.pri, v.number, v.product_id, v.created_us)
+        tree = self.versions.peek(v.pri, v.number)
+        if tree is not None:  # the usual case: no companions to choose
+            return tree
+        companions = self.companions(v) if self.companions is not None else ()
+        return await self.versions.get(v.pri, v.number, v.product_id, v.created_us, companions)
 
     async def lookup(self, parent_ino: int, name: str) -> Node:
         parent = self.node(parent_ino)

@@ -7,6 +7,7 @@ here, never in a FUSE handler: handlers only read ``self.resolution``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from cachetools import TTLCache
 from pvc_client import InvalidPRI, Ref, parse_ref, parse_time, to_micros
 
 from ..resolution import Choice, Context, Dep, Graph, ProductInfo, Resolution, VersionInfo, resolve, resolve_since
+from ..storage import Want
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class MountState:
         self.snapshot_choices: dict[str, int] | None = (
             {k: int(v) for k, v in snapshot["choices"].items()} if snapshot else None
         )
+        self._choice_order: list[str] | None = None  # the snapshot's chosen names, sorted (on first use)
         self.resolution: Resolution = resolve(graph, context)
         self.last_decided = len(self.resolution.choices)  # products the last resolver run decided
         self.generation = 0  # bumped when the resolution changes
@@ -155,6 +158,39 @@ class MountState:
         if v is None:
             raise NameError_(f"{name}: no visible version")
         return self._make(name, product, v, "versionless", rule)
+
+    def snapshot_companions(self, view: View, limit: int, skip: Callable[[str, int], bool]) -> list[Want]:
+        """Up to ``limit`` of the snapshot's other chosen versions, nearest ``view``'s product in
+        name order (a shot's products share prefixes, and are read together), leaving out
+        those ``skip(pri, number)`` says; none for a mount that is not a snapshot's.
+
+        At most a few times ``limit`` names are looked at, however large the snapshot.
+        """
+        if self.snapshot_choices is None or limit <= 0:
+            return []
+        if self._choice_order is None:
+            self._choice_order = sorted(self.snapshot_choices)
+        order = self._choice_order
+        at = bisect.bisect_left(order, view.pri)
+        out: list[Want] = []
+        below, above = at - 1, at
+        for _ in range(4 * limit):
+            # nearest first: alternate sides while both have names left
+            if above < len(order) and (below < 0 or above - at <= at - below):
+                name, above = order[above], above + 1
+            elif below >= 0:
+                name, below = order[below], below - 1
+            else:
+                break
+            product = self.graph.get(name)
+            number = self.snapshot_choices[name]
+            v = product.versions.get(number) if product is not None else None
+            if v is None or product.pri == view.pri or skip(product.pri, number):  # type: ignore[union-attr]
+                continue
+            out.append(Want(product.pri, number, product.product_id, v.created_us))  # type: ignore[union-attr]
+            if len(out) >= limit:
+                break
+        return out
 
     def label_number(self, product: ProductInfo, label: str) -> int | None:
         if label == "latest":

@@ -14,10 +14,10 @@ from .blob_cache import EMPTY_SHA256, BlobCache, CheckReport, CorruptBlob, check
 from .ledger import Ledger, Signature, fsignature_of, signature_of
 from .offline import SavedContexts, pin_key, snapshot_key
 from .prefetch import prefetch
-from .versions import VersionStore, VersionTree
+from .versions import VersionStore, VersionTree, Want
 
 __all__ = [
     "EMPTY_SHA256", "BlobCache", "CheckReport", "CorruptBlob", "check_cache", "fetch_ahead_plan",
     "Ledger", "Signature", "fsignature_of", "signature_of",
-    "SavedContexts", "pin_key", "snapshot_key", "prefetch", "VersionStore", "VersionTree",
+    "SavedContexts", "pin_key", "snapshot_key", "prefetch", "VersionStore", "VersionTree", "Want",
 ]

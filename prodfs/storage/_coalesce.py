@@ -37,6 +37,20 @@ class Coalescer(Generic[T]):
     def in_flight(self, key: Hashable) -> bool:
         return key in self._calls
 
+    def claim(self, key: Hashable) -> bool:
+        """Take ``key`` as in flight for work done elsewhere (a batch that loads it along
+        with another): `run` for it waits until `settle`. False if it is in flight already."""
+        if key in self._calls:
+            return False
+        self._calls[key] = _Call()
+        return True
+
+    def settle(self, key: Hashable, result: T | None = None, error: BaseException | None = None) -> None:
+        """End the call of a claimed ``key``: its waiters get ``result`` (or ``error``)."""
+        call = self._calls.pop(key)
+        call.result, call.error = result, error
+        call.done.set()
+
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
         call = self._calls.get(key)
         if call is not None:
@@ -46,16 +60,13 @@ class Coalescer(Generic[T]):
             if call.error is not None:
                 raise call.error
             return call.result  # type: ignore[return-value]
-        call = _Call()
-        self._calls[key] = call
+        self.claim(key)
         try:
-            call.result = await fn()
-            return call.result
+            result = await fn()
         except BaseException as exc:
             # Waiters get the same failure; cancellation of the leader must not
             # be re-raised in waiters as a Cancelled from another scope.
-            call.error = exc if not isinstance(exc, trio.Cancelled) else OSError(5, "cancelled")
+            self.settle(key, error=exc if not isinstance(exc, trio.Cancelled) else OSError(5, "cancelled"))
             raise
-        finally:
-            del self._calls[key]
-            call.done.set()
+        self.settle(key, result)
+        return result

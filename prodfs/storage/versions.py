@@ -8,6 +8,11 @@ other's version with the same product id and number) so that a
 restarted daemon (or a render node with a prefetched cache) needs no request.
 Every manifest is checked again with `validate_manifest` before use: the
 daemon does not trust the service, nor its own disk, to have done it.
+
+A miss may bring companions: other versions the caller expects to need soon
+(a snapshot's other choices). Those on disk are read in the same thread hop
+as the wanted one; when the wanted one is not on disk, one batch request
+fetches it with the companions that are not either.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
@@ -27,12 +33,27 @@ from ._coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VersionTree", "VersionStore"]
+__all__ = ["VersionTree", "VersionStore", "Want"]
 
 _MODES: dict[int, int] = {}
 
 # fetch(pri, number) -> Version JSON (docs/api.md)
 Fetcher = Callable[[str, int], Awaitable[dict]]
+# fetch_many([(pri, number), ...]) -> the Version JSON of each in order, None for an unknown one
+ManyFetcher = Callable[[list[tuple[str, int]]], Awaitable[list[dict | None]]]
+
+
+class Want(NamedTuple):
+    """A version to load, and what finds it on disk (0: not known, not looked for there)."""
+
+    pri: str
+    number: int
+    product_id: int = 0
+    created_us: int = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.pri, self.number
 
 
 class VersionTree:
@@ -112,51 +133,122 @@ class VersionTree:
 
 
 class VersionStore:
-    def __init__(self, fetch: Fetcher, cache_dir: str | os.PathLike | None, stats: Stats | None = None) -> None:
+    def __init__(self, fetch: Fetcher, cache_dir: str | os.PathLike | None, stats: Stats | None = None,
+                 fetch_many: ManyFetcher | None = None) -> None:
         self._fetch = fetch
+        self._fetch_many = fetch_many
         self._dir = Path(cache_dir, "manifests") if cache_dir is not None else None
         self._trees: dict[tuple[str, int], VersionTree] = {}
-        self._loading: Coalescer[VersionTree] = Coalescer()
+        # None settles a companion that a batch did not load: its waiters load it themselves
+        self._loading: Coalescer[VersionTree | None] = Coalescer()
+        self._batch_failures = 0
         self.stats = stats or Stats()
 
     def peek(self, pri: str, number: int) -> VersionTree | None:
         return self._trees.get((pri, number))
+
+    def known(self, pri: str, number: int) -> bool:
+        """Loaded or being loaded: no use asking for it as a companion."""
+        return (pri, number) in self._trees or self._loading.in_flight((pri, number))
 
     def _disk_path(self, product_id: int, number: int, created_us: int) -> Path | None:
         if self._dir is None or not product_id or not created_us:
             return None
         return self._dir / str(product_id) / f"{number}-{created_us}.json"
 
-    async def get(self, pri: str, number: int, product_id: int = 0, created_us: int = 0) -> VersionTree:
-        tree = self._trees.get((pri, number))
-        if tree is not None:
-            return tree
-        return await self._loading.run((pri, number), lambda: self._load(pri, number, product_id, created_us))
-
-    async def _load(self, pri: str, number: int, product_id: int, created_us: int) -> VersionTree:
-        disk = self._disk_path(product_id, number, created_us)
-        data = None
-        if disk is not None and disk.exists():
-            try:
-                raw = await trio.to_thread.run_sync(disk.read_bytes)
-                data = json.loads(raw)
-                tree = VersionTree.from_json(data)
-                self._trees[(pri, number)] = tree
+    async def get(self, pri: str, number: int, product_id: int = 0, created_us: int = 0,
+                  companions: Iterable[Want] = ()) -> VersionTree:
+        """The tree of ``pri@number``; a miss loads ``companions`` along (see the module's doc)."""
+        want = Want(pri, number, product_id, created_us)
+        while True:
+            tree = self._trees.get(want.key)
+            if tree is not None:
                 return tree
-            except Exception as exc:  # a damaged cache file is refetched, not fatal
-                log.warning("manifest cache %s unusable (%s): refetching", disk, exc)
-        data = await self._fetch(pri, number)
-        self.stats.manifests_fetched += 1
-        tree = VersionTree.from_json(data)
-        tree.pri = pri  # keyed by the canonical name the caller knows
-        self._trees[(pri, number)] = tree
-        disk = self._disk_path(product_id or tree.product_id, number, created_us or tree.created_us)
-        if disk is not None:
+            tree = await self._loading.run(want.key, lambda: self._load(want, companions))
+            if tree is not None:
+                return tree
+            # it was a batch's companion, and the batch did not load it: load it now
+
+    async def _load(self, want: Want, companions: Iterable[Want]) -> VersionTree:
+        # take the companions no one holds or loads, so that their gets wait for this one
+        mine = [c for c in dict.fromkeys(companions)
+                if c.key != want.key and c.key not in self._trees and self._loading.claim(c.key)]
+        try:
+            found = await self._read([want, *mine])
+            tree = found.get(want.key)
+            if tree is None:
+                tree = await self._fetch_and_keep(want, [c for c in mine if c.key not in found])
+            return tree
+        finally:
+            for c in mine:
+                self._loading.settle(c.key, self._trees.get(c.key))
+
+    async def _read(self, wants: Sequence[Want]) -> dict[tuple[str, int], VersionTree]:
+        """The trees of those of ``wants`` on disk, kept: one thread hop for them all."""
+        paths = [(w, path) for w in wants if (path := self._disk_path(w.product_id, w.number, w.created_us))]
+        if not paths:
+            return {}
+        found = await trio.to_thread.run_sync(_read_trees, paths)
+        self._trees.update(found)
+        return found
+
+    async def _fetch_and_keep(self, want: Want, companions: list[Want]) -> VersionTree:
+        """Fetch ``want`` (with ``companions`` in one request, when there are any), validate,
+        keep in memory and on disk: one thread hop for them all."""
+        wants = [want, *companions]
+        answers = await self._fetch_batch(wants) if companions and self._fetch_many is not None else None
+        if answers is None or answers[0] is None:
+            # no batch, or it failed (or did not find the wanted one: the single GET says why)
+            answers = [await self._fetch(want.pri, want.number), *(answers or [])[1:]]
+            self.stats.manifest_requests += 1
+        fetched = [(w, data) for w, data in zip(wants, answers) if data is not None]
+        self.stats.manifests_fetched += len(fetched)
+        trees, error = await trio.to_thread.run_sync(self._adopt, fetched)
+        self._trees.update(trees)
+        if error is not None:
+            raise error
+        return trees[want.key]
+
+    async def _fetch_batch(self, wants: list[Want]) -> list[dict | None] | None:
+        """The answers of one batch request, or None when it failed (logged once at info)."""
+        assert self._fetch_many is not None
+        try:
+            answers = await self._fetch_many([w.key for w in wants])
+        except Exception as exc:  # the wanted one is not lost: the caller asks for it alone
+            self._batch_failures += 1
+            log.log(logging.INFO if self._batch_failures == 1 else logging.DEBUG,
+                    "fetching %d manifests at once failed (%s): fetching %s alone%s", len(wants), exc,
+                    wants[0].key, "" if self._batch_failures > 1 else " (later failures logged at debug)")
+            return None
+        self.stats.manifest_requests += 1
+        if len(answers) != len(wants) or not all(_answers(w, data) for w, data in zip(wants, answers)):
+            log.warning("a batch of %d manifests answered others than asked: fetching %s alone", len(wants),
+                        wants[0].key)
+            return None
+        return answers
+
+    def _adopt(self, fetched: list[tuple[Want, dict]]) -> tuple[dict[tuple[str, int], VersionTree],
+                                                                 Exception | None]:
+        """(In a worker thread.) The trees of fetched Versions, written to disk; and the error
+        of the first one (the wanted one) if it is unusable. A bad companion is left out."""
+        trees: dict[tuple[str, int], VersionTree] = {}
+        for i, (want, data) in enumerate(fetched):
             try:
-                await trio.to_thread.run_sync(_write_atomic, disk, json.dumps(data).encode())
-            except OSError as exc:
-                log.warning("cannot cache manifest %s: %s", disk, exc)
-        return tree
+                tree = _tree(want, data)
+            except Exception as exc:
+                if i == 0:
+                    return trees, exc
+                log.warning("manifest of %s@%d unusable (%s): left out", want.pri, want.number, exc)
+                continue
+            trees[want.key] = tree
+            disk = self._disk_path(want.product_id or tree.product_id, want.number,
+                                   want.created_us or tree.created_us)
+            if disk is not None:
+                try:
+                    _write_atomic(disk, json.dumps(data).encode())
+                except OSError as exc:
+                    log.warning("cannot cache manifest %s: %s", disk, exc)
+        return trees, None
 
     def rename(self, old: str, new: str) -> None:
         for (pri, n), tree in list(self._trees.items()):
@@ -164,6 +256,34 @@ class VersionStore:
                 del self._trees[(pri, n)]
                 tree.pri = new
                 self._trees[(new, n)] = tree
+
+
+def _answers(want: Want, data: dict | None) -> bool:
+    """Whether a batch's answer is (None or) the version asked: a batch answers in order."""
+    if data is None:
+        return True
+    if not isinstance(data, dict) or data.get("number") != want.number:
+        return False
+    return not want.product_id or data.get("product_id") == want.product_id
+
+
+def _tree(want: Want, data: dict) -> VersionTree:
+    tree = VersionTree.from_json(data)
+    tree.pri = want.pri  # keyed by the canonical name the caller knows (the cached file may hold an older one)
+    return tree
+
+
+def _read_trees(paths: list[tuple[Want, Path]]) -> dict[tuple[str, int], VersionTree]:
+    """(In a worker thread.) The trees of the cached manifests that are there and usable."""
+    found: dict[tuple[str, int], VersionTree] = {}
+    for want, path in paths:
+        try:
+            found[want.key] = _tree(want, json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # a damaged cache file is refetched, not fatal
+            log.warning("manifest cache %s unusable (%s): refetching", path, exc)
+    return found
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -221,6 +221,43 @@ def test_graphs_from_a_service_that_does_not_page_and_pages_that_do_not_move_on(
     run(main)
 
 
+def test_versions_are_asked_in_pages_of_the_service_limit() -> None:
+    def page(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        return httpx.Response(200, json={"versions": [
+            None if ref.endswith("@7") else {"ref": ref} for ref in body["versions"]]})
+
+    script = Script(page)
+    refs = [(f"show-asset:a{i:04d}", 1 + i % 9) for i in range(2345)]
+
+    async def main() -> None:
+        async with script.client() as c:
+            found = await c.get_versions(refs, as_of="2020-01-01", missing="omit")
+            assert await c.get_versions([]) == []
+            with pytest.raises(InvalidInput):
+                await c.get_versions([("show-asset:a", 0)])
+            with pytest.raises(InvalidPRI):
+                await c.get_versions([("not a pri", 1)])
+        assert [None if v is None else v["ref"] for v in found] == [
+            None if n == 7 else f"{pri}@{n}" for pri, n in refs]
+        bodies = [json.loads(b) for b in script.bodies]
+        assert [len(b["versions"]) for b in bodies] == [1000, 1000, 345]
+        assert all(r.url.path == "/api/v1/versions/batch" and r.method == "POST" for r in script.requests)
+        assert all(b["as_of"] == "2020-01-01T23:59:59.999999Z" and b["missing"] == "omit" for b in bodies)
+
+    run(main)
+
+    short = Script(httpx.Response(200, json={"versions": [{"ref": "a-x@1"}]}))
+
+    async def answers_fewer() -> None:
+        async with short.client() as c:
+            with pytest.raises(PVCError, match="answered 1 versions for 2"):
+                await c.get_versions([("a-x", 1), ("a-x", 2)])
+            assert "missing" not in short.json_body()
+
+    run(answers_fewer)
+
+
 DATA = bytes(range(256)) * 1000
 
 

@@ -201,6 +201,12 @@ def test_time_travel(url: str, pri: str, tmp_path: Path) -> None:
         assert [v["number"] for v in await c.list_versions(pri, as_of=middle)] == [1]
         assert (await c.get_version(pri, as_of="-2d"))["number"] == 1
         assert (await c.get_version(pri))["number"] == 2
+        # many at once, each as the single GET answers it, as of a time too
+        assert await c.get_versions([(pri, 2), (pri, 1)]) == [await c.get_version(pri, 2), await c.get_version(pri, 1)]
+        assert await c.get_versions([(pri, 2), (pri, 1)], as_of=middle, missing="omit") == [
+            None, await c.get_version(pri, 1, as_of=middle)]
+        with pytest.raises(NotFound):
+            await c.get_versions([(pri, 1), (pri, 2)], as_of=middle)
         with pytest.raises(NotFound):
             await c.get_product(pri, as_of=t1 - dt.timedelta(hours=1))
         await c.materialize(pri, tmp_path / "then", as_of=middle)

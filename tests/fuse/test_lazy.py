@@ -127,13 +127,23 @@ def test_a_snapshot_mount_knows_its_choices_from_the_start(tmp_path: Path, pvc: 
     src = _tree(tmp_path, "src")
     pvc.publish("lazy4-one", src)
     pvc.publish("lazy4-two", src, dependencies=["lazy4-one@1"])
-    pvc.call("put_workspace", "lazy4", {"roots": ["lazy4-two"]})
+    parts = [f"lazy4-part{i}" for i in range(6)]
+    for part in parts:
+        pvc.publish(part, src)
+    pvc.call("put_workspace", "lazy4", {"roots": ["lazy4-two", *parts]})
     snap = pvc.run(lambda c: snapshot_workspace(c, "lazy4"))["id"]
-    with mounted(tmp_path, pvc_url, "--snapshot", snap) as m:
-        assert _products(m) == 2
+    with mounted(tmp_path, pvc_url, "--snapshot", snap) as m:  # on an empty cache
+        assert _products(m) == 8
         before = _requests(m)
         assert (m / "lazy4-one" / "f.txt").read_bytes() == b"src"
-        assert _requests(m) - before == 2  # the manifest and the payload: the name was known at mount
+        # the manifests (all eight: the snapshot's other choices came along) and the payload;
+        # the name was known at mount
+        assert _requests(m) - before == 2
+        for name in ["lazy4-two", *parts]:
+            assert (m / name / "f.txt").read_bytes() == b"src"
+        stats = _stats(m)
+        assert _requests(m) - before == 2  # the same payload everywhere, and no more manifests
+        assert stats["manifests_fetched"] == 8 and stats["manifest_requests"] == 1
 
 
 def test_a_mount_of_a_big_store_holds_what_it_used(tmp_path: Path) -> None:
