@@ -231,10 +231,11 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {meas['title']} | " + " | ".join(cells) + " |")
     if doc.get("pvc_requests"):
         lines += ["", "## PVC requests per 1,000 opens (fresh mount)", "",
-                  "| mode | requests | manifests fetched | payloads fetched |", "|---|---|---|---|"]
+                  "| mode | requests | manifests fetched | manifest requests | payloads fetched |",
+                  "|---|---|---|---|---|"]
         for n, r in doc["pvc_requests"].items():
             lines.append(f"| {n} | {r['pvc_requests_per_1000_opens']} | {r['manifests_fetched_per_1000_opens']} | "
-                         f"{r['blobs_fetched_per_1000_opens']} |")
+                         f"{r.get('manifest_requests_per_1000_opens', '-')} | {r['blobs_fetched_per_1000_opens']} |")
     transfers = doc.get("transfers")
     if transfers:
         rates = transfer_rates(transfers)

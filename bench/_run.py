@@ -125,11 +125,12 @@ def pvc_requests(targets: list[Target], ds: Dataset, log: Log) -> dict:
         after = t.control("stats.json")
         scale = 1000 / len(files)
         delta = {k: (after.get(k) or 0) - (before.get(k) or 0)
-                 for k in ("pvc_requests", "manifests_fetched", "blobs_fetched", "reads", "opens")}
+                 for k in ("pvc_requests", "manifests_fetched", "manifest_requests", "blobs_fetched", "reads", "opens")}
         out[t.name] = {
             "opens": len(files),
             "pvc_requests_per_1000_opens": round(delta["pvc_requests"] * scale, 1),
             "manifests_fetched_per_1000_opens": round(delta["manifests_fetched"] * scale, 1),
+            "manifest_requests_per_1000_opens": round(delta["manifest_requests"] * scale, 1),
             "blobs_fetched_per_1000_opens": round(delta["blobs_fetched"] * scale, 1),
             "raw": delta,
         }
