@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import trio
 
-from pvc_client import Entry, parse_time, to_micros, validate_manifest
+from pvc_client import Entry, parse_time, syncfs, to_micros, validate_manifest
 
 from ..stats import Stats
 from ._coalesce import Coalescer
@@ -232,12 +232,15 @@ class VersionStore:
         """(In a worker thread.) The trees of fetched Versions, written to disk; and the error
         of the first one (the wanted one) if it is unusable. A bad companion is left out."""
         trees: dict[tuple[str, int], VersionTree] = {}
+        error: Exception | None = None
+        written = False
         for i, (want, data) in enumerate(fetched):
             try:
                 tree = _tree(want, data)
             except Exception as exc:
                 if i == 0:
-                    return trees, exc
+                    error = exc
+                    break
                 log.warning("manifest of %s@%d unusable (%s): left out", want.pri, want.number, exc)
                 continue
             trees[want.key] = tree
@@ -246,9 +249,16 @@ class VersionStore:
             if disk is not None:
                 try:
                     _write_atomic(disk, json.dumps(data).encode())
+                    written = True
                 except OSError as exc:
                     log.warning("cannot cache manifest %s: %s", disk, exc)
-        return trees, None
+        if written and self._dir is not None:
+            # one sync for the batch, not an fsync a file: a snapshot's first miss writes a hundred
+            try:
+                syncfs(self._dir)
+            except OSError as exc:
+                log.warning("cannot sync the manifest cache: %s", exc)
+        return trees, error
 
     def rename(self, old: str, new: str) -> None:
         for (pri, n), tree in list(self._trees.items()):
@@ -289,8 +299,8 @@ def _read_trees(paths: list[tuple[Want, Path]]) -> dict[tuple[str, int], Version
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    # Not synced here: the caller syncs a batch's files at once. A file a crash cut short fails
+    # its validation when read, and is fetched again.
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -109,7 +109,8 @@ TOKENS = {"reader-token-1": ("read", "viewer"), "publisher-token-1": ("publish",
           "admin-token-1": ("admin", "wrangler")}
 OPEN = {"/api/v1/health", "/api/v1/metrics"}
 NEEDS_ADMIN = {("POST", "/api/v1/products/{pri}/rename")}
-READS = {("POST", "/api/v1/closure"), ("POST", "/api/v1/blobs/batch/get")}  # queries with a body (docs/api.md)
+READS = {("POST", "/api/v1/closure"), ("POST", "/api/v1/blobs/batch/get"),  # queries with a body (docs/api.md)
+         ("POST", "/api/v1/versions/batch")}
 
 
 def _fill(path: str) -> str:
