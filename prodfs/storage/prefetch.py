@@ -2,8 +2,8 @@
 
 A render node prefetches before its job starts, so that the job's mounts find
 everything local and can start offline: the snapshot's context (its record and
-the index as of its pin) is saved as a mount of it saves it. Small payloads
-come a pack at a time.
+the index as of its pin) is saved as a mount of it saves it. The manifests
+come in one batch request, small payloads a pack at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pvc_client import PACK_BLOB_LIMIT, PVCClient, plan_packs
 from ..resolution import Graph
 from .blob_cache import BlobCache
 from .offline import SavedContexts, snapshot_key
-from .versions import VersionStore, VersionTree
+from .versions import VersionStore, VersionTree, Want
 
 __all__ = ["prefetch"]
 
@@ -40,15 +40,19 @@ async def prefetch(
     graph = Graph.from_json(index)
     saved = SavedContexts(cache_dir)
     await trio.to_thread.run_sync(saved.save, snapshot_key(snapshot["id"]), {"snapshot": snapshot, "index": index})
-    versions = VersionStore(client.get_version, cache_dir)
+    versions = VersionStore(client.get_version, cache_dir,
+                            fetch_many=lambda refs: client.get_versions(refs, missing="omit"))
     blobs = BlobCache(cache_dir, client.download_blob, download_pack=client.download_pack)
-    trees: list[VersionTree] = []
+    wants: list[Want] = []
     for pri, number in sorted(record["choices"].items()):
         product = graph.get(pri)
         version = product.versions.get(number) if product else None
-        trees.append(await versions.get(product.pri if product else pri, number,
-                                        product.product_id if product else 0,
-                                        version.created_us if version else 0))
+        wants.append(Want(product.pri if product else pri, number, product.product_id if product else 0,
+                          version.created_us if version else 0))
+    trees: list[VersionTree] = []
+    for want in wants:
+        # the first miss brings the others along: the manifests in one request (or a few), not one each
+        trees.append(await versions.get(*want, companions=wants))
     wanted: dict[str, int] = {}
     for tree in trees:
         for e in tree.iter_files():
@@ -84,7 +88,8 @@ async def prefetch(
     finally:
         blobs.close()  # records what was fetched in the ledger: the mounts that follow trust it
     return {
-        "snapshot": snapshot["id"], "versions": len(trees), "files": sum(t.files for t in trees),
+        "snapshot": snapshot["id"], "versions": len(trees), "manifest_requests": versions.stats.manifest_requests,
+        "files": sum(t.files for t in trees),
         "blobs": len(wanted), "bytes": total, "bytes_fetched": blobs.stats.bytes_fetched,
         "blobs_fetched": blobs.stats.blobs_fetched, "cache": blobs.usage(),
     }

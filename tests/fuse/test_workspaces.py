@@ -139,11 +139,17 @@ def test_workspace_mount_follows_changes_and_snapshots_do_not(tmp_path, pvc, pvc
                                           "prefer": [], "overrides": []})
         report = json.loads(prodfs("prefetch", str(r.path), "--json").stdout)
         assert report["snapshot"] == snap and report["files"] >= 4
+        # the mount's first miss brought the snapshot's manifests along, into the cache they share
+        assert report["manifest_requests"] == 0, report
         # on a terminal, a progress bar: files, bytes, rate, time left
         code, shown = on_a_terminal([sys.executable, "-m", "mount_tools.cli", "prefetch", "--snapshot", snap,
                                      "--pvc", pvc_url, "--cache-dir", str(tmp_path / "other-cache")],
                                     {**os.environ, "COLUMNS": "160"})
         assert code == 0 and f"prefetch {snap}" in shown and f"{report['blobs']}/{report['blobs']} files" in shown, shown
+        # into an empty cache: every manifest of the snapshot in one request
+        empty = json.loads(prodfs("prefetch", "--snapshot", snap, "--pvc", pvc_url, "--cache-dir",
+                                  str(tmp_path / "third-cache"), "--json").stdout)
+        assert empty["versions"] == report["versions"] >= 4 and empty["manifest_requests"] == 1, empty
         assert v(r) == f"{P1}@1"
         assert not os.path.exists(r / f"{P1}@4")
         requests_before = r.control("stats.json")["pvc_requests"]
