@@ -160,7 +160,7 @@ def _run(work: Path, spec, measures, modes: list[str], reps: int, resolver_sizes
         targets = [Native(ds.native), Bindfs(mnt / "bindfs", ds.native), Squashfuse(mnt / "squashfuse", image)]
         for mode in modes:
             targets.append(ProdFS(mode, mnt / f"prodfs-{mode}", work / f"cache-{mode}", work / f"prodfs-{mode}.log",
-                                  svc.url, ds.snapshot_id))
+                                  svc.url, ds.snapshot_id, roots=sorted(ds.choices)))
         try:
             for t in targets:
                 if isinstance(t, ProdFS) and t.warm:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ._system import BenchError, unmount
@@ -24,7 +25,8 @@ __all__ = ["Target", "Native", "Bindfs", "Squashfuse", "ProdFS", "PRODFS_MODES"]
 # mode -> what it stands for (docs/benchmarks.md)
 PRODFS_MODES = {
     "snapshot": "snapshot mount (pinned, immutable names), local cache prefetched",
-    "live": "live context following the change feed, local cache kept between mounts",
+    "live": "live context of the tree's products (its roots) following the change feed, local cache kept "
+            "between mounts",
     "empty": "the snapshot's context with the local cache emptied at every mount",
 }
 
@@ -106,8 +108,10 @@ class Squashfuse(_FuseCommand):
 class ProdFS(Target):
     kind = "prodfs"
 
-    def __init__(self, mode: str, mnt: Path, cache: Path, log: Path, url: str, snapshot_id: str) -> None:
+    def __init__(self, mode: str, mnt: Path, cache: Path, log: Path, url: str, snapshot_id: str,
+                 roots: Sequence[str] = ()) -> None:
         super().__init__(mnt)
+        self.roots = list(roots)  # a live mount's roots: their closure is loaded at its start
         mnt.mkdir(parents=True, exist_ok=True)
         self.mode = mode
         self.name = f"prodfs-{mode}"
@@ -136,6 +140,8 @@ class ProdFS(Target):
                 "--log-file", str(self.log), "--log-level", "warning"]
         if self.mode in ("snapshot", "empty"):
             args += ["--snapshot", self.snapshot_id]
+        else:
+            args += [f"--root={root}" for root in self.roots]
         # The daemon itself, as `prodfs mount` starts it (one interpreter start
         # instead of two: the run remounts often), waiting for its "ready".
         r, w = os.pipe()
