@@ -609,6 +609,7 @@ class Daemon:
         try:
             self._fast_paths(ops)  # inside the try: whatever fails from here on, the mount is undone
             async with trio.open_nursery() as nursery:
+                self.versions.behind = nursery.start_soon  # a snapshot's companions load behind a first access
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 nursery.start_soon(self._invalidator, receive)
                 if self.snapshot is None:
@@ -627,6 +628,7 @@ class Daemon:
                 await trio.sleep(0)
                 _ready(ready_fd, self.mountpoint)
         finally:
+            self.versions.behind = None
             _sdnotify.notify("STOPPING=1")
             if ops.fast is not None:
                 ops.fast.stop()  # its threads answer what they hold: the session must outlive them

@@ -12,7 +12,10 @@ daemon does not trust the service, nor its own disk, to have done it.
 A miss may bring companions: other versions the caller expects to need soon
 (a snapshot's other choices). Those on disk are read in the same thread hop
 as the wanted one; when the wanted one is not on disk, one batch request
-fetches it with the companions that are not either.
+fetches it with the companions that are not either. With `behind` set (a
+mount's nursery), the wanted one is loaded alone and the companions in a
+task of their own: a first access waits for one manifest, and a get of a
+companion meanwhile waits for that task.
 """
 
 from __future__ import annotations
@@ -143,6 +146,8 @@ class VersionStore:
         self._loading: Coalescer[VersionTree | None] = Coalescer()
         self._batch_failures = 0
         self.stats = stats or Stats()
+        # runs work an answer need not wait for (a nursery's start_soon); None: do it before answering
+        self.behind: Callable[..., None] | None = None
 
     def peek(self, pri: str, number: int) -> VersionTree | None:
         return self._trees.get((pri, number))
@@ -173,12 +178,41 @@ class VersionStore:
         # take the companions no one holds or loads, so that their gets wait for this one
         mine = [c for c in dict.fromkeys(companions)
                 if c.key != want.key and c.key not in self._trees and self._loading.claim(c.key)]
+        if mine and self.behind is not None:
+            # The wanted one alone, the companions behind it: a first access waits for one
+            # manifest, not a hundred (their gets wait for them, as claimed).
+            try:
+                self.behind(self._load_companions, mine)
+            except BaseException:
+                for c in mine:
+                    self._loading.settle(c.key)
+                raise
+            tree = (await self._read([want])).get(want.key)
+            return tree if tree is not None else await self._fetch_and_keep(want, [])
         try:
             found = await self._read([want, *mine])
             tree = found.get(want.key)
             if tree is None:
                 tree = await self._fetch_and_keep(want, [c for c in mine if c.key not in found])
             return tree
+        finally:
+            for c in mine:
+                self._loading.settle(c.key, self._trees.get(c.key))
+
+    async def _load_companions(self, mine: list[Want]) -> None:
+        """(A task of `behind`.) Load claimed companions, from disk, else in one batch; settle them all."""
+        try:
+            found = await self._read(mine)
+            rest = [c for c in mine if c.key not in found]
+            if rest and self._fetch_many is not None:
+                answers = await self._fetch_batch(rest)
+                if answers is not None:
+                    fetched = [(w, data) for w, data in zip(rest, answers) if data is not None]
+                    self.stats.manifests_fetched += len(fetched)
+                    trees, _ = await trio.to_thread.run_sync(self._adopt, fetched, False)
+                    self._trees.update(trees)
+        except Exception as exc:  # noqa: BLE001 - a guess that failed: each one's get loads it alone
+            log.info("loading %d manifests along failed (%s): each is loaded when asked for", len(mine), exc)
         finally:
             for c in mine:
                 self._loading.settle(c.key, self._trees.get(c.key))
@@ -217,20 +251,21 @@ class VersionStore:
         except Exception as exc:  # the wanted one is not lost: the caller asks for it alone
             self._batch_failures += 1
             log.log(logging.INFO if self._batch_failures == 1 else logging.DEBUG,
-                    "fetching %d manifests at once failed (%s): fetching %s alone%s", len(wants), exc,
-                    wants[0].key, "" if self._batch_failures > 1 else " (later failures logged at debug)")
+                    "fetching %d manifests at once failed (%s): each is fetched alone when asked for%s",
+                    len(wants), exc, "" if self._batch_failures > 1 else " (later failures logged at debug)")
             return None
         self.stats.manifest_requests += 1
         if len(answers) != len(wants) or not all(_answers(w, data) for w, data in zip(wants, answers)):
-            log.warning("a batch of %d manifests answered others than asked: fetching %s alone", len(wants),
-                        wants[0].key)
+            log.warning("a batch of %d manifests answered others than asked: each is fetched alone when asked for",
+                        len(wants))
             return None
         return answers
 
-    def _adopt(self, fetched: list[tuple[Want, dict]]) -> tuple[dict[tuple[str, int], VersionTree],
-                                                                 Exception | None]:
+    def _adopt(self, fetched: list[tuple[Want, dict]], wanted_first: bool = True
+               ) -> tuple[dict[tuple[str, int], VersionTree], Exception | None]:
         """(In a worker thread.) The trees of fetched Versions, written to disk; and the error
-        of the first one (the wanted one) if it is unusable. A bad companion is left out."""
+        of the first one (the wanted one, if ``wanted_first``) if it is unusable. A bad
+        companion is left out."""
         trees: dict[tuple[str, int], VersionTree] = {}
         error: Exception | None = None
         written = False
@@ -238,7 +273,7 @@ class VersionStore:
             try:
                 tree = _tree(want, data)
             except Exception as exc:
-                if i == 0:
+                if i == 0 and wanted_first:
                     error = exc
                     break
                 log.warning("manifest of %s@%d unusable (%s): left out", want.pri, want.number, exc)

@@ -73,11 +73,12 @@ def test_tiny_run_writes_a_complete_result(tmp_path: Path) -> None:
     # (each file reaches the daemon or its library once at least: its open with passthrough,
     # its first read without, the kernel answering warm opens itself)
     assert snap["raw"]["pvc_requests"] == 0 and snap["raw"]["opens"] + snap["raw"]["reads"] >= 6
-    # the snapshot's manifests come in one request at the first miss (the sample reads 2 products)
+    # at the first miss, that manifest, and the snapshot's others in one request behind it (the
+    # sample reads 2 products)
     assert empty["raw"]["blobs_fetched"] == 6 and empty["raw"]["manifests_fetched"] >= 2
-    assert empty["raw"]["manifest_requests"] == 1, empty["raw"]
-    # a product's files come in one pack, with its first open: a pack each, and the manifests' one
-    assert 3 <= empty["raw"]["pvc_requests"] <= 4, empty["raw"]
+    assert 1 <= empty["raw"]["manifest_requests"] <= 2, empty["raw"]
+    # a product's files come in one pack, with its first open: a pack each, and the manifests'
+    assert 3 <= empty["raw"]["pvc_requests"] <= 5, empty["raw"]
     # publish and prefetch of the tree, beside tar, once each
     transfers = doc["transfers"]
     assert transfers["files"] >= 7 and all(len(s) == 1 for s in transfers["seconds"].values()), transfers

@@ -182,3 +182,41 @@ def test_snapshot_companions_are_the_nearest_names_not_loaded() -> None:
     assert len(state.snapshot_companions(view, 100, lambda pri, n: False)) == 19
     live = MountState(Context(), graph)
     assert live.snapshot_companions(view, 4, lambda pri, n: False) == []
+
+
+def test_behind_a_mount_the_wanted_one_comes_alone_and_its_companions_after(tmp_path: Path) -> None:
+    svc = Service()
+    store = _store(svc, tmp_path)
+    companions = [_want(i) for i in range(1, 6)]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            store.behind = nursery.start_soon
+            first = await store.get(*_want(0), companions=companions)
+            # answered with its own manifest: the companions' batch is on its way, not awaited
+            assert first.pri == "s-p000" and svc.singles == [_want(0).key]
+            assert store.peek(*_want(1).key) is None and store.known(*_want(1).key)
+            # a companion's get meanwhile waits for that batch rather than asking again
+            second = await store.get(*_want(1), companions=companions)
+            assert second.pri == "s-p001"
+        assert svc.batches == [[c.key for c in companions]] and svc.singles == [_want(0).key]
+        assert all(store.peek(*c.key) for c in companions)
+        assert store.stats.manifest_requests == 2 and store.stats.manifests_fetched == 6
+
+    trio.run(main)
+
+
+def test_behind_a_mount_a_failed_companions_batch_leaves_each_to_its_get(tmp_path: Path) -> None:
+    svc = Service()
+    svc.fail_batches = True
+    store = _store(svc, None)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            store.behind = nursery.start_soon
+            await store.get(*_want(0), companions=[_want(1), _want(2)])
+            tree = await store.get(*_want(2))  # the batch failed: this one is fetched alone
+            assert tree.pri == "s-p002"
+        assert svc.singles == [_want(0).key, _want(2).key] and len(svc.batches) == 1
+
+    trio.run(main)

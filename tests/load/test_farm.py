@@ -78,8 +78,9 @@ def test_identical_requests_are_coalesced(tmp_path: Path, pvc_url: str) -> None:
         stats = m.control("stats.json")
     assert got == [expected] * 64
     assert _blob_gets(pvc_url) - before == 1  # one download for 64 readers
-    # the plate, with its small neighbour (shot.usda) in the same pack; the snapshot's manifests in one request
-    assert stats["blobs_fetched"] == 2 and stats["manifest_requests"] == 1, stats
+    # the plate, with its small neighbour (shot.usda) in the same pack; its manifest, and the
+    # snapshot's others in one request behind it (which may still be on its way)
+    assert stats["blobs_fetched"] == 2 and 1 <= stats["manifest_requests"] <= 2, stats
     record("coalescing", {"readers": 64, "blob_requests": 1, "manifest_requests": stats["manifest_requests"],
                           "pvc_requests": stats["pvc_requests"]})
 
