@@ -14,7 +14,7 @@ from pvc_client import PACK_MEDIA_TYPE as PACK_TYPE
 from pvc_client import frame_groups, frame_header
 
 from ._auth import Principal, require
-from ._blob_packs import Stored, read_stored
+from ._blob_packs import Stored, open_stored, read_stored
 from ._blobs import ByteRange, check_sha, parse_range
 from ._errors import ServiceError
 from ._json import json_response
@@ -90,7 +90,7 @@ async def _stream_pack(blobs: list[Stored], metrics: Metrics) -> AsyncIterator[b
         first = group[0]
         if first.size > _CHUNK:
             yield frame_header(first.sha256, first.size)
-            f = await anyio.to_thread.run_sync(open, first.path, "rb")
+            f = await anyio.to_thread.run_sync(open_stored, first)
             async for chunk in _stream(f, first.offset, first.offset + first.size, metrics):
                 yield chunk
             continue

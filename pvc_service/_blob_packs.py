@@ -27,10 +27,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pvc_client import SourceChanged, frame_header, read_frames
 
-__all__ = ["PACKED_MAX", "Stored", "PackFileWriter", "read_stored", "spans"]
+__all__ = ["PACKED_MAX", "Stored", "PackFileWriter", "open_stored", "read_stored", "spans"]
 
 # Blobs up to this size go into pack files; larger ones get a file of their
 # own (they are read on their own, streamed and resumed by Range).
@@ -95,6 +96,18 @@ class PackFileWriter:
     def discard(self) -> None:
         self.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def open_stored(item: Stored) -> BinaryIO:
+    """The file holding ``item``, checked first when it is a pack file's: the header stored
+    before its bytes must be the one expected (else `SourceChanged`, and nothing is sent)."""
+    f = open(item.path, "rb")  # noqa: SIM115 - the caller's to close
+    if item.packed:
+        header = frame_header(item.sha256, item.size)
+        if os.pread(f.fileno(), len(header), item.frame_start) != header:
+            f.close()
+            raise SourceChanged(f"{item.path}: blob {item.sha256} is not where it was recorded")
+    return f
 
 
 def spans(items: Sequence[Stored]) -> Iterator[Sequence[Stored]]:

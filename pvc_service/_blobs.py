@@ -25,9 +25,9 @@ import anyio
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pvc_client import PackError, PackParser, frame_header, syncfs
+from pvc_client import PackError, PackParser, SourceChanged, syncfs
 
-from ._blob_packs import PACKED_MAX, PackFileWriter, Stored, pack_path, read_stored
+from ._blob_packs import PACKED_MAX, PackFileWriter, Stored, open_stored, pack_path, read_stored
 from ._db import Database
 from ._errors import Invalid, NotFound, ServiceError, must_match
 from ._names import chunks, now_us
@@ -255,14 +255,12 @@ class BlobStore:
         """(size, its bytes, 0) for a blob of at most ``whole`` bytes, else (size, an open file, where it starts)."""
         item = self.require(sha)
         try:
-            f = open(item.path, "rb")  # noqa: SIM115 - handed to the caller when large
+            f = open_stored(item)  # handed to the caller when large
         except FileNotFoundError:
             raise NotFound(f"no blob {sha}") from None
+        except SourceChanged as exc:
+            raise ServiceError("internal", str(exc)) from None
         try:
-            if item.packed:  # the file holds it where it was recorded, or nothing is sent
-                header = frame_header(sha, item.size)
-                if os.pread(f.fileno(), len(header), item.frame_start) != header:
-                    raise ServiceError("internal", f"blob {sha} is not where it was recorded")
             if item.size > whole:
                 return item.size, f, item.offset
             data = os.pread(f.fileno(), item.size, item.offset)

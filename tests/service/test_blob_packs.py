@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvc_client import PACK_MEDIA_TYPE, PackParser, SourceChanged, frame_header
-from pvc_service._blob_packs import PACKED_MAX, Stored, read_stored, spans
+from pvc_service._blob_packs import PACKED_MAX, Stored, open_stored, read_stored, spans
 
 from .helpers import error_code
 
@@ -112,6 +112,8 @@ async def test_a_damaged_pack_file_is_never_served_as_another_blob(app: FastAPI,
     # what a download streams (a server cuts the answer short there)
     with pytest.raises(SourceChanged, match="not where it was recorded"):
         read_stored(app.state.pvc.blobs.locate([sha(b) for b in blobs[1:]]))
+    with pytest.raises(SourceChanged, match="not where it was recorded"):  # what a large one streams from
+        open_stored(app.state.pvc.blobs.locate([sha(blobs[2])])[0])
     r = await api.get(f"/blobs/{sha(blobs[1])}")  # read whole: refused before a byte is sent
     assert r.status_code == 500
 
