@@ -186,7 +186,13 @@ def test_snapshot_companions_are_the_nearest_names_not_loaded() -> None:
 
 def test_behind_a_mount_the_wanted_one_comes_alone_and_its_companions_after(tmp_path: Path) -> None:
     svc = Service()
-    store = _store(svc, tmp_path)
+    gate = trio.Event()  # the companions' batch answers only once the test opens it
+
+    async def gated(refs: list[tuple[str, int]]) -> list[dict | None]:
+        await gate.wait()
+        return await svc.many(refs)
+
+    store = VersionStore(svc.one, tmp_path, fetch_many=gated)
     companions = [_want(i) for i in range(1, 6)]
 
     async def main() -> None:
@@ -197,6 +203,7 @@ def test_behind_a_mount_the_wanted_one_comes_alone_and_its_companions_after(tmp_
             assert first.pri == "s-p000" and svc.singles == [_want(0).key]
             assert store.peek(*_want(1).key) is None and store.known(*_want(1).key)
             # a companion's get meanwhile waits for that batch rather than asking again
+            gate.set()
             second = await store.get(*_want(1), companions=companions)
             assert second.pri == "s-p001"
         assert svc.batches == [[c.key for c in companions]] and svc.singles == [_want(0).key]
