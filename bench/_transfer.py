@@ -5,9 +5,9 @@ The reference is a plain copy on the same disk, measured in the same run:
 target serves. Against it:
 
 - publish: every product of that directory published to a new, empty PVC
-  service on loopback (the client's ``publish_directory``, four products at
-  a time, as ``pvc publish`` does one), which hashes, uploads in packs and
-  stores durably;
+  service on loopback in one call (the client's ``publish_directories``, as
+  ``pvc publish --many`` does), which hashes, uploads in packs and stores
+  durably before it publishes;
 - prefetch: ``prodfs prefetch --snapshot`` of the run's snapshot into an
   empty cache (a process of its own, as on a render node), which fetches in
   packs, hashes and records every payload.
@@ -56,19 +56,12 @@ def _tar(src: Path, dst: Path) -> None:
 
 
 def _publish(url: str, src: Path) -> None:
-    from pvc_client import PVCClient
+    from pvc_client import PVCClient, Publication
 
     async def go() -> None:
         async with PVCClient(url, timeout=120.0) as client:
-            sem = trio.Semaphore(4)
-
-            async def one(product: Path) -> None:
-                async with sem:
-                    await client.publish_directory(product.name, product, labels=["published"])
-
-            async with trio.open_nursery() as nursery:
-                for product in sorted(p for p in src.iterdir() if p.is_dir()):
-                    nursery.start_soon(one, product)
+            await client.publish_directories([Publication(product.name, product, labels=["published"])
+                                              for product in sorted(p for p in src.iterdir() if p.is_dir())])
 
     trio.run(go)
 

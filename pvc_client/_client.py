@@ -54,7 +54,8 @@ from ._pack import (
     read_frames,
 )
 from ._pri import LATEST, parse_pri, parse_ref
-from ._transfer import materialize, publish_directory
+from ._publish import Publication, publish_directories, publish_directory
+from ._transfer import materialize
 
 __all__ = ["DEFAULT_URL", "VERSIONS_BATCH_LIMIT", "PVCClient"]
 
@@ -501,6 +502,16 @@ class PVCClient:
             self, pri, directory, dependencies=dependencies, labels=labels, message=message,
             author=author, at=at, progress=progress, workspace=workspace,
         )
+
+    async def publish_directories(self, items: Sequence[Publication], *,
+                                  progress: Progress | None = None) -> list[JSON]:
+        """Publish many directories, each as the next version of its product, in one transfer.
+
+        Every tree is hashed and its blobs stored before any version is
+        published: a failure then publishes nothing. Returns the Versions in
+        the order of ``items`` (`pvc_client._publish`).
+        """
+        return await publish_directories(self, items, progress=progress)
 
     # -- labels ----------------------------------------------------------------------------
 

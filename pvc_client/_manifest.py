@@ -26,6 +26,7 @@ trusts nothing it did not check):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import posixpath
@@ -43,6 +44,7 @@ __all__ = [
     "validate_manifest",
     "normalize_manifest",
     "scan_directory",
+    "walk_directory",
     "sha256_file",
 ]
 
@@ -227,15 +229,31 @@ def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20, ahead: int = 32
 
 
 def scan_directory(root: str | os.PathLike) -> Iterator[tuple[Entry, Path | None]]:
-    """Walk a directory to publish: yields (entry, local file path or None).
+    """Walk a directory to publish: yields (entry, local file path or None), files hashed.
+
+    As `walk_directory`, with every file's ``sha256`` filled in.
+    """
+    for entry, local in walk_directory(root):
+        if local is not None:
+            entry = dataclasses.replace(entry, sha256=sha256_file(local))
+        yield entry, local
+
+
+def walk_directory(root: str | os.PathLike) -> Iterator[tuple[Entry, Path | None]]:
+    """Walk a directory to publish: yields (entry, local file path or None), files not yet hashed.
 
     Symlinks are kept as symlinks (never followed); anything that is neither
-    a file, a directory nor a symlink (sockets, devices) is refused.
+    a file, a directory nor a symlink (sockets, devices) is refused, and so is
+    a directory that cannot be listed: a tree is published whole or not at all.
     """
     root = Path(root)
     if not root.is_dir():
         raise InvalidInput(f"{root}: not a directory")
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unlistable(exc: OSError) -> None:
+        raise InvalidInput(f"{exc.filename}: cannot be listed ({exc.strerror})") from exc
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=False):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
         for name in sorted(dirnames + filenames):
@@ -248,6 +266,6 @@ def scan_directory(root: str | os.PathLike) -> Iterator[tuple[Entry, Path | None
             elif stat.S_ISDIR(st.st_mode):
                 yield Entry(rel, "dir", mode), None
             elif stat.S_ISREG(st.st_mode):
-                yield Entry(rel, "file", mode, size=st.st_size, sha256=sha256_file(full)), full
+                yield Entry(rel, "file", mode, size=st.st_size), full
             else:
                 raise InvalidInput(f"{full}: only files, directories and symlinks can be published")

@@ -1,8 +1,8 @@
-"""Whole-tree transfers over a store's blob and version calls: publishing a directory, materializing a version.
+"""Whole-tree transfers over a store's blob and version calls: materializing a version here, publishing in `_publish`.
 
-`PVCClient.publish_directory` and `PVCClient.materialize` call these with
-themselves as the `Store`; the protocol names exactly the calls used, so that
-this module does not depend on the client's class.
+`PVCClient.materialize` and the publishing calls pass the client itself as
+the `Store`; the protocol names exactly the calls used, so that neither
+module depends on the client's class.
 
 Both move many blobs, a few at a time. Workers catch their own failures and
 stop taking work instead of letting the nursery cancel the others: requests
@@ -19,25 +19,26 @@ import shutil
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
 
 import trio
 
-from ._args import as_time, check_label, exact_ref, workspace_origin
 from ._errors import InvalidInput, PVCError
-from ._manifest import Entry, normalize_manifest, scan_directory, validate_manifest
+from ._manifest import Entry, validate_manifest
 from ._pack import PACK_BLOB_LIMIT, Frame, plan_packs
-from ._pri import parse_pri, parse_ref
+from ._pri import parse_ref
 
 if TYPE_CHECKING:
     from ._args import JSON, Progress, TimeArg
     from ._pack import Source
 
-__all__ = ["Store", "publish_directory", "publish_manifest", "materialize"]
+__all__ = ["Store", "materialize"]
 
 
 class Store(Protocol):
     """The calls of `PVCClient` that whole-tree transfers make."""
+
+    TRANSFER_CONCURRENCY: int  # transfers in flight at once
 
     async def missing_blobs(self, shas: Iterable[str]) -> list[str]: ...
     async def upload_blob(self, sha: str, source: bytes | os.PathLike[str] | str) -> JSON: ...
@@ -88,108 +89,6 @@ class _Meter:
         self.files_done += files
         if self._progress is not None:
             self._progress(self.done, self.total, self.files_done, self.files)
-
-
-async def publish_directory(
-    client: Store,
-    pri: str,
-    directory: str | os.PathLike[str],
-    *,
-    dependencies: Sequence[str],
-    labels: Sequence[str],
-    message: str,
-    author: str | None,
-    at: TimeArg,
-    progress: Progress | None,
-    workspace: JSON | None = None,
-) -> JSON:
-    _check_publish(pri, dependencies, labels, at, workspace)  # before the scan: a typo costs nothing
-    root = Path(directory)
-    scanned: list[tuple[Entry, Path | None]] = await trio.to_thread.run_sync(
-        lambda: list(scan_directory(root))
-    )
-    manifest = normalize_manifest(e.to_json() for e, _ in scanned)
-    sources: dict[str, tuple[Path, int]] = {}
-    for entry, local in scanned:
-        if local is not None and entry.sha256 is not None:
-            sources.setdefault(entry.sha256, (local, entry.size))
-    return await _upload_and_publish(client, pri, manifest, sources, dependencies=dependencies, labels=labels,
-                                     message=message, author=author, at=at, progress=progress, workspace=workspace)
-
-
-def _check_publish(pri: str, dependencies: Sequence[str], labels: Sequence[str], at: TimeArg,
-                   workspace: JSON | None) -> None:
-    # Everything that can be refused locally is refused before any byte is uploaded.
-    parse_pri(str(pri))
-    for dep in dependencies:
-        exact_ref(dep, "dependency")
-    for label in labels:
-        check_label(label, settable=True)
-    as_time(at)
-    if workspace is not None:
-        workspace_origin(workspace)
-
-
-async def publish_manifest(
-    client: Store,
-    pri: str,
-    manifest: list[JSON],
-    sources: dict[str, tuple[Path, int]],
-    *,
-    dependencies: Sequence[str],
-    labels: Sequence[str] = (),
-    message: str = "",
-    author: str | None = None,
-    at: TimeArg = None,
-    progress: Progress | None = None,
-    workspace: JSON | None = None,
-) -> JSON:
-    """Upload the blobs of ``sources`` (sha -> (file, size)) the store lacks, then publish ``manifest``.
-
-    The files are read again as they are sent: a file changed since it was
-    hashed is refused by the store, and nothing is published. ``workspace``
-    (``{"name", "revision"}``) is the workspace revision it was made in
-    (`PVCClient.publish`).
-    """
-    _check_publish(pri, dependencies, labels, at, workspace)
-    return await _upload_and_publish(client, pri, manifest, sources, dependencies=dependencies, labels=labels,
-                                     message=message, author=author, at=at, progress=progress, workspace=workspace)
-
-
-async def _upload_and_publish(client: Store, pri: str, manifest: list[JSON], sources: dict[str, tuple[Path, int]],
-                              *, progress: Progress | None, **publish: Any) -> JSON:
-    """The upload and the publish, of arguments already checked (`_check_publish`)."""
-    # In the manifest's order (by path), not the store's answer's (by hash): the store keeps a
-    # batch's small blobs together in the order they come, and a directory's files are then read
-    # back in one piece.
-    lacking = set(await client.missing_blobs(list(sources)))
-    missing = list(dict.fromkeys([*(e["sha256"] for e in manifest if e.get("sha256") in lacking),
-                                  *(sha for sha in sources if sha in lacking)]))
-    meter = _Meter(sum(sources[sha][1] for sha in missing), len(missing), progress)
-    meter.add(0)  # the totals, from the start
-
-    def upload(sha: str) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            path, size = sources[sha]
-            try:
-                await client.upload_blob(sha, path)
-            except InvalidInput as exc:
-                if exc.status is None:
-                    raise
-                raise InvalidInput(f"{path}: changed since it was scanned? ({exc})", status=exc.status) from exc
-            meter.add(size, 1)
-        return job
-
-    def upload_pack(pack: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            await client.upload_pack([(sha, sources[sha][0], size) for sha, size in pack])
-            meter.add(sum(size for _, size in pack), len(pack))
-        return job
-
-    small, large = _split_by_size((sha, sources[sha][1]) for sha in missing)
-    jobs = [upload_pack(pack) for pack in plan_packs(small)] + [upload(sha) for sha, _ in large]
-    await _run_all(jobs, client.TRANSFER_CONCURRENCY)
-    return await client.publish(pri, manifest, **publish)
 
 
 class _HashingSink:
