@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from pvc_client import (
+    Publication,
     Conflict,
     InvalidInput,
     NotFound,
@@ -402,3 +403,35 @@ def test_service_going_away_is_unavailable(pvc_service: Service) -> None:
     pvc_service.stop()
     with pytest.raises(Unavailable):
         arun(url, lambda c: c.list_products(), retries=1)
+
+
+def test_many_directories_publish_together_or_not_at_all(url: str, tmp_path: Path) -> None:
+    trees = {}
+    for i in range(3):
+        d = tmp_path / f"p{i}"
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "small.dat").write_bytes(os.urandom(100 + i))
+        (d / "shared.dat").write_bytes(b"the same in every product")
+        trees[f"many:p{i}-lgt:layout"] = d
+    (tmp_path / "p2" / "large.bin").write_bytes(os.urandom((4 << 20) + 1))  # travels alone, first
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "ok.dat").write_bytes(b"fine")
+    os.mkfifo(broken / "pipe")
+
+    async def main(c: PVCClient) -> None:
+        with pytest.raises(InvalidInput, match="only files, directories and symlinks"):
+            await c.publish_directories([Publication("many:ok-lgt:layout", trees["many:p0-lgt:layout"]),
+                                         Publication("many:broken-lgt:layout", broken)])
+        with pytest.raises(InvalidInput, match="given twice"):
+            await c.publish_directories([Publication("many:p0-lgt:layout", trees["many:p0-lgt:layout"])] * 2)
+        with pytest.raises(NotFound):  # nothing of the refused calls was published
+            await c.resolve("many:ok-lgt:layout")
+        versions = await c.publish_directories([Publication(pri, d, labels=["published"])
+                                                for pri, d in trees.items()])
+        assert [v["ref"] for v in versions] == [f"{pri}@1" for pri in trees]
+        for pri, d in trees.items():
+            await c.materialize(f"{pri}@published", tmp_path / "out" / pri)
+            assert describe(tmp_path / "out" / pri) == describe(d)
+
+    arun(url, main)
