@@ -5,9 +5,8 @@ The reference is a plain copy on the same disk, measured in the same run:
 target serves. Against it:
 
 - publish: every product of that directory published to a new, empty PVC
-  service on loopback in one call (the client's ``publish_directories``, as
-  ``pvc publish --many`` does), which hashes, uploads in packs and stores
-  durably before it publishes;
+  service on loopback in one call (the client's ``publish_directories``),
+  which hashes, uploads in packs and stores durably before it publishes;
 - prefetch: ``prodfs prefetch --snapshot`` of the run's snapshot into an
   empty cache (a process of its own, as on a render node), which fetches in
   packs, hashes and records every payload.

@@ -200,6 +200,7 @@ class _Uploader:
     async def _upload_all(self, receive: trio.MemoryReceiveChannel[list[_File]]) -> None:
         slots = trio.Semaphore(self._client.TRANSFER_CONCURRENCY)
         small: list[_File] = []
+        small_bytes = 0
         async with receive, trio.open_nursery() as nursery:
 
             async def start(files: list[_File]) -> None:
@@ -213,9 +214,10 @@ class _Uploader:
                     await start(run)
                     continue
                 small.extend(run)
-                if sum(f.size for f in small) >= _PACK_FLUSH_BYTES or len(small) >= _PACK_FLUSH_BLOBS:
+                small_bytes += sum(f.size for f in run)
+                if small_bytes >= _PACK_FLUSH_BYTES or len(small) >= _PACK_FLUSH_BLOBS:
                     await start(small)
-                    small = []
+                    small, small_bytes = [], 0
             if small and not self._failures:
                 await start(small)
 
@@ -232,11 +234,9 @@ class _Uploader:
             try:
                 lacking = set(await self._client.missing_blobs(list(sources))) if sources else set()
                 missing = [(sha, f.size) for sha, f in sources.items() if sha in lacking]
-                packs, singles = _split_by_size(missing)
-                for pack in plan_packs(packs):
-                    await self._client.upload_pack([(sha, sources[sha].path, size) for sha, size in pack])
-                for sha, _ in singles:
-                    await _upload_one(self._client, sha, sources[sha].path)
+                # one after the other: the concurrency is across runs, in `_upload_all`
+                for job in _upload_jobs(self._client, missing, lambda sha: sources[sha].path):
+                    await job()
             except (PVCError, OSError) as exc:
                 self._failures.append(exc)
                 return
@@ -250,13 +250,32 @@ def _hash_run(run: list[_File]) -> None:
         f.sha256 = sha256_file(f.path)
 
 
-async def _upload_one(client: Store, sha: str, path: Path) -> None:
-    try:
-        await client.upload_blob(sha, path)
-    except InvalidInput as exc:
-        if exc.status is None:
-            raise
-        raise InvalidInput(f"{path}: changed since it was scanned? ({exc})", status=exc.status) from exc
+def _upload_jobs(client: Store, missing: list[tuple[str, int]], path_of: Callable[[str], Path],
+                 meter: _Meter | None = None) -> list[Callable[[], Awaitable[None]]]:
+    """The uploads of ``missing`` (sha, size), in order: small ones in packs, then each large one alone."""
+
+    def upload(sha: str, size: int) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            path = path_of(sha)
+            try:
+                await client.upload_blob(sha, path)
+            except InvalidInput as exc:
+                if exc.status is None:
+                    raise
+                raise InvalidInput(f"{path}: changed since it was scanned? ({exc})", status=exc.status) from exc
+            if meter is not None:
+                meter.add(size, 1)
+        return job
+
+    def upload_pack(pack: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            await client.upload_pack([(sha, path_of(sha), size) for sha, size in pack])
+            if meter is not None:
+                meter.add(sum(size for _, size in pack), len(pack))
+        return job
+
+    small, large = _split_by_size(missing)
+    return [upload_pack(pack) for pack in plan_packs(small)] + [upload(sha, size) for sha, size in large]
 
 
 async def publish_manifest(
@@ -289,21 +308,7 @@ async def publish_manifest(
                                   *(sha for sha in sources if sha in lacking)]))
     meter = _Meter(sum(sources[sha][1] for sha in missing), len(missing), progress)
     meter.add(0)
-
-    def upload(sha: str) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            await _upload_one(client, sha, sources[sha][0])
-            meter.add(sources[sha][1], 1)
-        return job
-
-    def upload_pack(pack: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            await client.upload_pack([(sha, sources[sha][0], size) for sha, size in pack])
-            meter.add(sum(size for _, size in pack), len(pack))
-        return job
-
-    small, large = _split_by_size((sha, sources[sha][1]) for sha in missing)
-    jobs = [upload_pack(pack) for pack in plan_packs(small)] + [upload(sha) for sha, _ in large]
+    jobs = _upload_jobs(client, [(sha, sources[sha][1]) for sha in missing], lambda sha: sources[sha][0], meter)
     await _run_all(jobs, client.TRANSFER_CONCURRENCY)
     return await client.publish(pri, manifest, dependencies=dependencies, labels=labels, message=message,
                                 author=author, at=at, workspace=workspace)
