@@ -35,6 +35,7 @@ from ._cli_records import outputs_command, snapshot_app, workspace_app
 from ._client import DEFAULT_URL, PVCClient
 from ._errors import Conflict, InvalidInput, InvalidPRI, InvalidTime, NotFound, PVCError, Unauthorized, Unavailable
 from ._plugins import plugin
+from ._publish import Publication
 from ._pri import parse_pri, parse_ref
 
 __all__ = ["app", "main", "EXIT_CODES"]
@@ -118,8 +119,8 @@ def import_history(
 
 @app.command(epilog=EPILOG)
 def publish(
-    pri: Pri,
-    directory: Annotated[Path, typer.Argument(metavar="DIR", show_default=False)],
+    pairs: Annotated[list[str], typer.Argument(metavar="PRI DIR", show_default=False,
+                                         help="The product and the directory to publish as its next version (repeatable pairs).")],
     dep: Annotated[list[str] | None, typer.Option("--dep", metavar="PRI@N", help="A dependency (repeatable).")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", metavar="NAME", help="Label the new version (repeatable).")] = None,
     message: Annotated[str, typer.Option("--message", "-m", help="What changed.")] = "",
@@ -132,26 +133,37 @@ def publish(
 ) -> int:
     """Publish DIR as the next version of PRI (the first publish creates the product).
 
-    Prints the new PRI@N as the last line.
+    Several PRI DIR pairs publish together in one transfer; the options apply to
+    every version, and none is published unless every tree is stored. Prints
+    each new PRI@N on a line of its own, in the order given.
     """
-    async def run(client: PVCClient) -> dict[str, Any]:
+    if len(pairs) % 2:
+        raise typer.BadParameter(f"PRI DIR pairs expected, got {len(pairs)} arguments", param_hint="PRI DIR")
+    items = [(pairs[i], Path(pairs[i + 1])) for i in range(0, len(pairs), 2)]
+
+    async def run(client: PVCClient) -> list[dict[str, Any]]:
         origin = None
         if workspace is not None:
             # read before anything is uploaded: an unknown workspace costs no transfer
             current = await client.get_workspace(workspace)
             origin = {"name": current["name"], "revision": current["revision"]}
+        shared = dict(dependencies=dep or (), labels=label or (), message=message,
+                      author=default_author(author), at=at, workspace=origin)
         with progress_bar("uploading") as progress:
-            return await client.publish_directory(
-                pri, directory, dependencies=dep or (), labels=label or (), message=message,
-                author=default_author(author), at=at, progress=progress, workspace=origin,
-            )
+            return await client.publish_directories(
+                [Publication(pri, directory, **shared) for pri, directory in items], progress=progress)
 
-    def human(version: dict[str, Any]) -> None:
-        files = [e for e in version.get("manifest", []) if e.get("type") == "file"]
-        note(f"published {len(files)} files ({human_size(sum(e.get('size', 0) for e in files))})")
-        out(version["ref"])
+    def human(versions: list[dict[str, Any]]) -> None:
+        files = [e for v in versions for e in v.get("manifest", []) if e.get("type") == "file"]
+        what = "" if len(versions) == 1 else f"{len(versions)} versions, "
+        note(f"published {what}{len(files)} files ({human_size(sum(e.get('size', 0) for e in files))})")
+        for version in versions:
+            out(version["ref"])
 
-    return answer(call(url, run), json, human)
+    versions = call(url, run)
+    # one pair answers one Version, as it always has; several answer a list
+    return answer(versions[0] if len(items) == 1 else versions, json,
+                  lambda shown: human(shown if isinstance(shown, list) else [shown]))
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -142,6 +142,27 @@ def test_exit_codes(pvc: Pvc, pri: str, tree: Path, tmp_path: Path) -> None:
     assert pvc(url=False) == 2 and "Commands:" in pvc.err
 
 
+def test_publish_several_pairs_together(pvc: Pvc, pri: str, tree: Path, tmp_path: Path) -> None:
+    other, third = pri.replace("lgt", "anim"), pri.replace("lgt", "fx")
+    out = pvc.ok("publish", pri, str(tree), other, str(tree), "-m", "together", "--label", "published")
+    assert out.splitlines() == [f"{pri}@1", f"{other}@1"]
+    assert "2 versions" in pvc.err
+    first = json.loads(pvc.ok("show", f"{pri}@1", "--json"))
+    for name in (pri, other):  # the shared options went to every version
+        shown = json.loads(pvc.ok("show", f"{name}@published", "--json"))
+        assert shown["number"] == 1 and shown["message"] == "together"
+        assert shown["manifest"] == first["manifest"]
+    versions = json.loads(pvc.ok("publish", pri, str(tree), third, str(tree), "--json"))
+    assert [v["ref"] for v in versions] == [f"{pri}@2", f"{third}@1"]
+
+    # refused before anything is sent: nothing of the call is published
+    assert "pairs" in pvc.fails(2, "publish", pri, str(tree), other)
+    pvc.fails(2, "publish", pri, str(tree), other, str(tmp_path / "missing-dir"))
+    assert "twice" in pvc.fails(2, "publish", other, str(tree), other, str(tree))
+    assert [line.split()[0] for line in pvc.ok("versions", other).splitlines()[1:]] == ["1"]
+    assert [line.split()[0] for line in pvc.ok("versions", pri).splitlines()[1:]] == ["1", "2"]
+
+
 def test_tokens_from_the_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     with running_service(tmp_path / "data", tokens={"reader-token-1": ("read", "viewer")}) as svc:
