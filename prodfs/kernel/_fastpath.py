@@ -42,7 +42,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..storage import Signature
@@ -59,6 +61,11 @@ PASSTHROUGH_BIT = 1 << 61  # PRODFS_PASSTHROUGH_BIT in _libprodfs.h: "open this 
 
 _COUNTERS = ("reads", "bytes_read", "fallbacks", "errors")
 
+# struct prodfs_slot_rec and struct prodfs_lookup_rec of _libprodfs.h (native order, no padding)
+_SLOT_REC = struct.Struct("=QQQQQII")
+_LOOKUP_REC = struct.Struct("=QQqddIIIIII")
+_MAP_ONLY = 0xFFFFFFFF  # PRODFS_MAP_ONLY
+
 
 def _library() -> ctypes.CDLL | None:
     """The zero-open library, if pyfuse3's session was made through it (both paths live there)."""
@@ -69,7 +76,7 @@ def _library() -> ctypes.CDLL | None:
 class FastReads:
     """The daemon's side of the C read path; `start` returns None when the library is not there.
 
-    Fills the payload slots of `_libslots.c` (``prodfs_fastread_put``, ``map``,
+    Fills the payload slots of `_libslots.c` (``prodfs_fastread_put_many``, ``map``,
     ``drop``), which `_libfastread.c`'s threads and `_libpassthrough.c` borrow;
     they are lent only between `start` and `stop`.
     """
@@ -88,8 +95,9 @@ class FastReads:
         lib = _library()
         if lib is None:
             return None
-        lib.prodfs_fastread_put.argtypes = [ctypes.c_uint32, ctypes.c_char_p] + [ctypes.c_uint64] * 4
-        lib.prodfs_fastread_put.restype = ctypes.c_int64
+        lib.prodfs_fastread_put_many.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_char_p,
+                                                 ctypes.POINTER(ctypes.c_int64)]
+        lib.prodfs_fastread_put_many.restype = None
         lib.prodfs_fastread_map.argtypes = [ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32]
         lib.prodfs_fastread_map.restype = ctypes.c_int
         lib.prodfs_fastread_drop.argtypes = [ctypes.c_uint32]
@@ -114,26 +122,51 @@ class FastReads:
         self._free.append(got[0])
         return False
 
-    def put(self, sha: str, path: bytes, signature: Signature) -> bool:
-        """Give the payload ``sha`` a slot: its file at ``path`` was verified with ``signature``.
+    def put_many(self, items: Sequence[tuple[int, str, bytes, Signature]]) -> int:
+        """Give each ``(inode, sha, path, signature)`` a slot for its payload and map the inode to it;
+        returns how many inodes were mapped.
 
-        The library opens the file at its first read, and serves it only
-        while it has that signature.
+        The file at ``path`` was verified with ``signature``: the library opens
+        it at its first read, and serves it only while it has that signature.
+        One call into the library for them all: a directory's payloads are
+        given at once, and a call costs Python more than the library's work.
         """
-        got = self._slots.pop(sha, None)
-        if got is not None:
-            slot = got[0]
-        elif self._free:
-            slot = self._free.pop()
-        else:
-            slot = self._slots.popitem(last=False)[1][0]  # the least recently registered payload
-        ino, size, mtime_ns, ctime_ns = signature
-        gen = self._lib.prodfs_fastread_put(slot, path, size, ino, mtime_ns, ctime_ns)
-        if gen < 0:
-            self._free.append(slot)
-            return False
-        self._slots[sha] = (slot, gen)
-        return True
+        if not items:
+            return 0
+        recs = bytearray(_SLOT_REC.size * len(items))
+        paths = bytearray()
+        first: dict[str, int] = {}  # sha -> the index of the record of this batch that fills its slot
+        plan: list[tuple[str, int] | None] = []
+        for i, (inode, sha, path, signature) in enumerate(items):
+            earlier = first.get(sha)
+            if earlier is not None:  # the same payload under another inode: shares that record's slot
+                _SLOT_REC.pack_into(recs, i * _SLOT_REC.size, inode, 0, 0, 0, 0, earlier, _MAP_ONLY)
+                plan.append(None)
+                continue
+            got = self._slots.pop(sha, None)
+            if got is not None:
+                slot = got[0]
+            elif self._free:
+                slot = self._free.pop()
+            else:
+                slot = self._slots.popitem(last=False)[1][0]  # the least recently registered payload
+            ino, size, mtime_ns, ctime_ns = signature
+            _SLOT_REC.pack_into(recs, i * _SLOT_REC.size, inode, size, ino, mtime_ns, ctime_ns, slot, len(paths))
+            paths += path + b"\0"
+            first[sha] = i
+            plan.append((sha, slot))
+        gens = (ctypes.c_int64 * len(items))()
+        self._lib.prodfs_fastread_put_many(bytes(recs), len(items), bytes(paths), gens)
+        mapped = 0
+        for filled, gen in zip(plan, gens):
+            if filled is not None:
+                sha, slot = filled
+                if gen < 0:
+                    self._free.append(slot)
+                    continue
+                self._slots[sha] = (slot, gen)
+            mapped += gen >= 0
+        return mapped
 
     def drop(self, sha: str) -> None:
         """The payload left the cache (evicted, found corrupt): its slot no longer serves it."""
@@ -173,20 +206,25 @@ class FastLookups:
         lib = _library()
         if lib is None:
             return None
-        lib.prodfs_fastlookup_put.argtypes = [
-            ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint64,
-            ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_double, ctypes.c_double,
-        ]
-        lib.prodfs_fastlookup_put.restype = None
+        lib.prodfs_fastlookup_put_many.argtypes = [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_char_p]
+        lib.prodfs_fastlookup_put_many.restype = None
         lib.prodfs_fastlookup_stop.restype = None
         if lib.prodfs_fastlookup_start() != 0:
             return None
         return cls(lib)
 
-    def put(self, parent: int, name: bytes, a: pyfuse3.EntryAttributes) -> None:
-        """Answer LOOKUP(parent, name) with the entry the daemon answered it with, from now on."""
-        self._lib.prodfs_fastlookup_put(parent, name, a.st_ino, a.st_mode, a.st_size, a.st_mtime_ns,
-                                        a.st_uid, a.st_gid, a.st_blksize, a.entry_timeout, a.attr_timeout)
+    def put_many(self, parent: int, entries: Sequence[tuple[bytes, pyfuse3.EntryAttributes]]) -> None:
+        """Answer LOOKUP(parent, name) for each ``(name, entry)`` with the entry the daemon would
+        answer it with, from now on: one call into the library for them all."""
+        if not entries:
+            return
+        recs = bytearray(_LOOKUP_REC.size * len(entries))
+        names = bytearray()
+        for i, (name, a) in enumerate(entries):
+            _LOOKUP_REC.pack_into(recs, i * _LOOKUP_REC.size, a.st_ino, a.st_size, a.st_mtime_ns, a.entry_timeout,
+                                  a.attr_timeout, a.st_mode, a.st_uid, a.st_gid, a.st_blksize, len(names), len(name))
+            names += name
+        self._lib.prodfs_fastlookup_put_many(parent, bytes(recs), len(entries), bytes(names))
 
     @property
     def answered(self) -> int:

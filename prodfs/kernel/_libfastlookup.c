@@ -96,42 +96,58 @@ int prodfs_fastlookup_start(void)
     return enabled ? 0 : -1;
 }
 
-/* One directory entry, with the attributes the daemon would give it. */
-void prodfs_fastlookup_put(uint64_t parent, const char *name, uint64_t ino, uint32_t mode, uint64_t size,
-                           int64_t t_ns, uint32_t uid, uint32_t gid, uint32_t blksize,
-                           double entry_timeout, double attr_timeout)
+/* One directory entry into its slot, with `lock` held; `copy` (of `len` bytes) is the table's from now on. */
+static void store(uint64_t parent, char *copy, size_t len, const struct prodfs_lookup_rec *r)
 {
-    size_t len = strlen(name);
-    struct cached_entry *c;
-    char *copy;
+    struct cached_entry *c = &table[slot_of(parent, copy, len)];
 
-    if (len == 0 || len > NAME_MAX_LEN || (copy = strdup(name)) == NULL)
-        return;
-    pthread_mutex_lock(&lock);
-    if (!enabled) {
-        pthread_mutex_unlock(&lock);
-        free(copy);
-        return;
-    }
-    c = &table[slot_of(parent, name, len)];
     free(c->name);
     memset(c, 0, sizeof(*c));
     c->parent = parent;
     c->name = copy;
-    c->e.ino = ino;
-    c->e.entry_timeout = entry_timeout;
-    c->e.attr_timeout = attr_timeout;
-    c->e.attr.st_ino = ino;
-    c->e.attr.st_mode = mode;
-    c->e.attr.st_nlink = S_ISDIR(mode) ? 2 : 1;
-    c->e.attr.st_uid = uid;
-    c->e.attr.st_gid = gid;
-    c->e.attr.st_size = (off_t)size;
-    c->e.attr.st_blocks = (blkcnt_t)((size + 511) / 512);
-    c->e.attr.st_blksize = blksize;
-    c->e.attr.st_atim.tv_sec = c->e.attr.st_mtim.tv_sec = c->e.attr.st_ctim.tv_sec = t_ns / 1000000000;
-    c->e.attr.st_atim.tv_nsec = c->e.attr.st_mtim.tv_nsec = c->e.attr.st_ctim.tv_nsec = t_ns % 1000000000;
+    c->e.ino = r->ino;
+    c->e.entry_timeout = r->entry_timeout;
+    c->e.attr_timeout = r->attr_timeout;
+    c->e.attr.st_ino = r->ino;
+    c->e.attr.st_mode = r->mode;
+    c->e.attr.st_nlink = S_ISDIR(r->mode) ? 2 : 1;
+    c->e.attr.st_uid = r->uid;
+    c->e.attr.st_gid = r->gid;
+    c->e.attr.st_size = (off_t)r->size;
+    c->e.attr.st_blocks = (blkcnt_t)((r->size + 511) / 512);
+    c->e.attr.st_blksize = r->blksize;
+    c->e.attr.st_atim.tv_sec = c->e.attr.st_mtim.tv_sec = c->e.attr.st_ctim.tv_sec = r->t_ns / 1000000000;
+    c->e.attr.st_atim.tv_nsec = c->e.attr.st_mtim.tv_nsec = c->e.attr.st_ctim.tv_nsec = r->t_ns % 1000000000;
+}
+
+void prodfs_fastlookup_put_many(uint64_t parent, const struct prodfs_lookup_rec *recs, uint32_t n, const char *names)
+{
+    char **copies = calloc(n ? n : 1, sizeof(*copies));
+
+    if (copies == NULL)
+        return; /* those lookups come to the daemon, as before */
+    /* the copies before the lock: a lookup on the reader thread waits only for the stores */
+    for (uint32_t i = 0; i < n; i++) {
+        const struct prodfs_lookup_rec *r = &recs[i];
+        const char *name = names + r->name_off;
+
+        if (r->name_len == 0 || r->name_len > NAME_MAX_LEN || memchr(name, 0, r->name_len) != NULL)
+            continue;
+        copies[i] = strndup(name, r->name_len);
+    }
+    pthread_mutex_lock(&lock);
+    if (enabled) {
+        for (uint32_t i = 0; i < n; i++) {
+            if (copies[i] != NULL) {
+                store(parent, copies[i], recs[i].name_len, &recs[i]);
+                copies[i] = NULL;
+            }
+        }
+    }
     pthread_mutex_unlock(&lock);
+    for (uint32_t i = 0; i < n; i++)
+        free(copies[i]);
+    free(copies);
 }
 
 void prodfs_fastlookup_stop(void)

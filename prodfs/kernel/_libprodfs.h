@@ -149,6 +149,20 @@ int64_t prodfs_fastread_put(uint32_t s, const char *path, uint64_t size, uint64_
                             uint64_t ctime_ns);
 void prodfs_fastread_drop(uint32_t s);
 int prodfs_fastread_map(uint64_t inode, uint32_t s, uint32_t gen);
+/* Many payloads at once (a directory's, when its listing is handed over): one call instead of two
+ * per payload, each of which costs Python more than the work done here. Record i fills slot
+ * `slot` with the file at `paths + path_off` (NUL-terminated) and maps `inode` to it; with
+ * `path_off` PRODFS_MAP_ONLY it only maps `inode`, to what the earlier record of the batch whose
+ * index is in `slot` filled (the same payload), if that one was filled. `gens[i]`: the generation
+ * mapped, or -1 (not filled, or emptied meanwhile). */
+#define PRODFS_MAP_ONLY UINT32_MAX
+struct prodfs_slot_rec {
+    uint64_t inode, size, ino, mtime_ns, ctime_ns;
+    uint32_t slot, path_off;
+};
+/* Python packs these (`prodfs.kernel._fastpath`): their layout is fixed, without padding. */
+_Static_assert(sizeof(struct prodfs_slot_rec) == 48, "struct prodfs_slot_rec is packed by Python");
+void prodfs_fastread_put_many(const struct prodfs_slot_rec *recs, uint32_t n, const char *paths, int64_t *gens);
 int prodfs_fastread_max_slots(void);
 /* Set from Python: how many slots may hold their own fd open for reads. */
 extern int prodfs_fastread_max_fds;
@@ -168,9 +182,16 @@ int prodfs_fastlookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 
 /* From Python (`FastLookups`), on the daemon's thread. */
 int prodfs_fastlookup_start(void);
-void prodfs_fastlookup_put(uint64_t parent, const char *name, uint64_t ino, uint32_t mode, uint64_t size,
-                           int64_t t_ns, uint32_t uid, uint32_t gid, uint32_t blksize,
-                           double entry_timeout, double attr_timeout);
+/* The entries of one directory, a batch at a time (one call and one lock for them all): record i
+ * names `names[name_off:name_off + name_len]`, with the attributes the daemon would answer. */
+struct prodfs_lookup_rec {
+    uint64_t ino, size;
+    int64_t t_ns;
+    double entry_timeout, attr_timeout;
+    uint32_t mode, uid, gid, blksize, name_off, name_len;
+};
+_Static_assert(sizeof(struct prodfs_lookup_rec) == 64, "struct prodfs_lookup_rec is packed by Python");
+void prodfs_fastlookup_put_many(uint64_t parent, const struct prodfs_lookup_rec *recs, uint32_t n, const char *names);
 void prodfs_fastlookup_stop(void);
 extern uint64_t prodfs_fastlookup_answered;
 

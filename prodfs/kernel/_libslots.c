@@ -251,6 +251,29 @@ int prodfs_fastread_map(uint64_t inode, uint32_t s, uint32_t gen)
     return current;
 }
 
+void prodfs_fastread_put_many(const struct prodfs_slot_rec *recs, uint32_t n, const char *paths, int64_t *gens)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const struct prodfs_slot_rec *r = &recs[i];
+        int64_t gen = -1;
+
+        uint32_t s = r->slot;
+
+        if (r->path_off == PRODFS_MAP_ONLY) {
+            /* never the slot's current file as such: if the earlier put failed, it is another payload */
+            if (r->slot < i && recs[r->slot].path_off != PRODFS_MAP_ONLY) {
+                s = recs[r->slot].slot;
+                gen = gens[r->slot];
+            }
+        } else {
+            gen = prodfs_fastread_put(s, paths + r->path_off, r->size, r->ino, r->mtime_ns, r->ctime_ns);
+        }
+        if (gen >= 0 && !prodfs_fastread_map(r->inode, s, (uint32_t)gen))
+            gen = -1;
+        gens[i] = gen;
+    }
+}
+
 int prodfs_fastread_max_slots(void)
 {
     return MAX_SLOTS;
