@@ -227,3 +227,63 @@ def test_behind_a_mount_a_failed_companions_batch_leaves_each_to_its_get(tmp_pat
         assert svc.singles == [_want(0).key, _want(2).key] and len(svc.batches) == 1
 
     trio.run(main)
+
+
+def test_behind_a_mount_companions_on_disk_are_settled_nearest_first(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from prodfs.storage import versions as versions_module
+
+    svc = Service()
+    everything = [_want(i) for i in range(40)]
+    _get(_store(svc, tmp_path), everything[0], everything[1:])  # all 40 on disk
+    svc.batches.clear()
+    svc.singles.clear()
+
+    reads: list[int] = []
+    gate = threading.Event()  # the disk reads after the first few wait until the test opens it
+    read_raw = versions_module._read_raw
+
+    def gated(paths: list) -> dict:
+        reads.append(len(paths))
+        if len(reads) > 2:  # the wanted one's, then the nearest companions'
+            assert gate.wait(10)
+        return read_raw(paths)
+
+    monkeypatch.setattr(versions_module, "_read_raw", gated)
+    store = _store(svc, tmp_path)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            store.behind = nursery.start_soon
+            await store.get(*everything[0], companions=everything[1:])
+            with trio.fail_after(5):  # the nearest companion does not wait for the other 35
+                assert (await store.get(*everything[1], companions=everything)).pri == "s-p001"
+            assert store.peek(*everything[39].key) is None and store.known(*everything[39].key)
+            gate.set()
+            assert (await store.get(*everything[39])).pri == "s-p039"
+        assert all(store.peek(*w.key) for w in everything)
+        assert svc.singles == [] and svc.batches == [] and sum(reads) == 40 and reads[:2] == [1, 4]
+
+    trio.run(main)
+
+
+def test_behind_a_mount_a_damaged_companion_on_disk_is_fetched_again(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    svc = Service()
+    _get(_store(svc, tmp_path), _want(0), [_want(1), _want(2)])
+    damaged = next((tmp_path / "manifests" / str(_want(1).product_id)).iterdir())
+    damaged.write_bytes(b'{"pri": "s-p001", "manifest": [')  # cut short
+    svc.batches.clear()
+    store = _store(svc, tmp_path)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            store.behind = nursery.start_soon
+            await store.get(*_want(0), companions=[_want(1), _want(2)])
+        assert svc.batches == [[_want(1).key]] and all(store.peek(*_want(i).key) for i in range(3))
+
+    with caplog.at_level(logging.WARNING, logger="prodfs.storage.versions"):
+        trio.run(main)
+    assert any("unusable" in r.getMessage() for r in caplog.records)
