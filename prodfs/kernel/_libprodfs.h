@@ -144,7 +144,7 @@ struct prodfs_slots_hooks {
 };
 void prodfs_slots_set_hooks(const struct prodfs_slots_hooks *hooks);
 
-/* From Python (`FastReads`), on the daemon's thread. */
+/* From Python (`FastReads`), on the daemon's thread; `prodfs_fastread_put` through `_put_many`. */
 int64_t prodfs_fastread_put(uint32_t s, const char *path, uint64_t size, uint64_t ino, uint64_t mtime_ns,
                             uint64_t ctime_ns);
 void prodfs_fastread_drop(uint32_t s);
