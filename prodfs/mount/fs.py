@@ -171,7 +171,7 @@ class Operations(OutputOps, pyfuse3.Operations):
         self.passthrough: Passthrough | None = None
         # version directories whose entries went to the C lookup path (or are on their way)
         self._handed: set[int] = set()
-        self._hand_over, self._to_hand_over = trio.open_memory_channel[int](1024)
+        self._hand_over, self._to_hand_over = trio.open_memory_channel[tuple[int, int]](1024)
 
     def root_changed(self) -> None:
         """The root's entries changed (publish, rename, new context): list it afresh."""
@@ -267,19 +267,34 @@ class Operations(OutputOps, pyfuse3.Operations):
             self._offer([(node.ino, node.entry)])
         if node.view is not None and node.kind != K_TOP and self.fast_lookups is not None:
             self._hand_over_later(parent_inode)
+        elif node.kind == K_TOP and self.fast_lookups is not None and node.ino not in self._handed:
+            listing = self.ns.loaded_listing(node.ino)
+            if listing is not None:
+                # Its version is loaded already (a snapshot's companions, another name of it):
+                # its first names are the library's before this answer, so that the lookup the
+                # kernel sends next, inside it, does not come here too.
+                self._put_names(node.ino, listing[:_HAND_OVER_BATCH])
+                self._hand_over_later(node.ino, names_from=_HAND_OVER_BATCH)
         return self._attrs(node)
 
-    def _hand_over_later(self, parent: int) -> None:
-        """Queue a version directory for the C lookup path: its siblings' lookups will not come here."""
+    def _hand_over_later(self, parent: int, names_from: int = 0) -> None:
+        """Queue a version directory for the C lookup path: its siblings' lookups will not come here.
+
+        ``names_from``: the names before it were given already."""
         if parent in self._handed:
             return
         if len(self._handed) >= 1 << 20:
             self._handed.clear()  # bounded: a directory handed over twice costs one more listing
         try:
-            self._hand_over.send_nowait(parent)
+            self._hand_over.send_nowait((parent, names_from))
         except trio.WouldBlock:
             return  # busy: a later lookup in it asks again
         self._handed.add(parent)
+
+    def _put_names(self, parent: int, listing: list[tuple[str, Node]]) -> None:
+        assert self.fast_lookups is not None
+        self.fast_lookups.put_many(parent, [(name.encode(), self._attrs(node)) for name, node in listing
+                                            if node.kind in (K_FILE, K_DIR, K_LINK)])  # what `lookup` would answer
 
     async def hand_over_listings(self) -> None:
         """Give the C lookup path every entry of the version directories queued by `lookup`.
@@ -287,9 +302,7 @@ class Operations(OutputOps, pyfuse3.Operations):
         A task of its own, so that a large directory never holds up the
         lookup that asked for it; it yields every few entries.
         """
-        assert self.fast_lookups is not None
-        put_many = self.fast_lookups.put_many
-        async for parent in self._to_hand_over:
+        async for parent, names_from in self._to_hand_over:
             try:
                 listing = await self.ns.listing(parent)
             except Exception as exc:  # noqa: BLE001 - the slow path still answers; never end the task
@@ -300,11 +313,10 @@ class Operations(OutputOps, pyfuse3.Operations):
             # library: a call per entry cost more than the rest of the work (fresh
             # daemon, 100 files a directory: 2.3 ms a directory, on the CPU the
             # reader thread needed to answer the lookups meanwhile).
-            for i in range(0, len(listing), _HAND_OVER_BATCH):
-                if i:
+            for i in range(names_from, len(listing), _HAND_OVER_BATCH):
+                if i > names_from:
                     await trio.sleep(0)
-                put_many(parent, [(name.encode(), self._attrs(node)) for name, node in listing[i:i + _HAND_OVER_BATCH]
-                                  if node.kind in (K_FILE, K_DIR, K_LINK)])  # what `lookup` would answer
+                self._put_names(parent, listing[i:i + _HAND_OVER_BATCH])
             if self.fast is None:
                 continue
             files = [(node.ino, node.entry) for _, node in listing if node.kind == K_FILE and node.entry is not None]

@@ -244,6 +244,18 @@ class Namespace:
             raise not_a_dir(node)
         tree = await self.tree(node)
         self._used(node.view)  # type: ignore[arg-type]
+        return self._entries(node, tree)
+
+    def loaded_listing(self, ino: int) -> list[tuple[str, Node]] | None:
+        """`listing` of a version directory whose version is loaded already; None, without
+        waiting, if it is not."""
+        node = self.node(ino)
+        if node.kind not in (K_TOP, K_DIR) or node.view is None:
+            return None
+        tree = self.versions.peek(node.view.pri, node.view.number)
+        return None if tree is None else self._entries(node, tree)
+
+    def _entries(self, node: Node, tree: VersionTree) -> list[tuple[str, Node]]:
         return [(e.path.rpartition("/")[2], self.child(node, e)) for e in tree.listing(node.path) or ()]
 
     def _used(self, view: View) -> None:

@@ -26,13 +26,14 @@ CHANGED_LOG = re.compile(r"changed on disk|corrupt")
 C_READS = ("--no-passthrough",)
 
 
-def _payloads(seed: int) -> dict[str, bytes]:
+def _payloads(seed: int, copies: bool = False) -> dict[str, bytes]:
     rnd = random.Random(seed)
     files = {f"frames/f{i:03}.exr": rnd.randbytes(4096 + i) for i in range(40)}
     files["plate.bin"] = rnd.randbytes((3 << 20) + 12345)  # several 1 MiB requests, a short last one
-    # the same payload under other names: in the same directory (one batch handed to the C path)
-    # and in another one (a payload given a slot already)
-    files["frames/f000-copy.exr"] = files["elsewhere/f001.exr"] = files["frames/f001.exr"]
+    if copies:
+        # the same payload under other names: in the same directory (one batch handed to the C
+        # path) and in another one (a payload given a slot already)
+        files["frames/f000-copy.exr"] = files["elsewhere/f001.exr"] = files["frames/f001.exr"]
     return files
 
 
@@ -58,7 +59,7 @@ def damage_in_place(blob: Path, damage: str) -> None:
 
 
 def test_a_new_daemon_answers_every_read_of_cached_payloads_in_c(tmp_path, pvc, pvc_url):
-    files = _payloads(1)
+    files = _payloads(1, copies=True)
     pvc.publish(PRI, file_tree(tmp_path / "src", files))
     cache = tmp_path / "cache"
     with mounted(tmp_path, pvc_url, *C_READS, cache=cache) as m:
@@ -166,6 +167,19 @@ def test_lookups_answered_in_c_give_what_the_daemon_gives(tmp_path, pvc, pvc_url
         expected = _attributes(m / f"{PRI}@1", names)
         assert m.control("stats.json")["fast_lookups"] is None
     with mounted(tmp_path, pvc_url, name="c") as m:
+        os.stat(m / f"{PRI}@1" / "walter.usda")  # version 1 loaded
+
+        def by_daemon() -> tuple[int, int]:  # lookups the daemon answered, and C (after this read's own)
+            s = m.control("stats.json")
+            return s["lookups"] - s["fast_lookups"], s["fast_lookups"]
+
+        first, again = by_daemon(), by_daemon()
+        reading = again[0] - first[0]  # the lookups of reading the control file itself
+        # Another name of a version loaded already: its top directory's names go to C with its
+        # lookup, so the first name inside comes no more to the daemon than the others do.
+        os.stat(m / PRI / "walter.usda")
+        after = by_daemon()
+        assert (after[0] - again[0] - reading, after[1] - again[1]) == (1, 1), (first, again, after)
         for version in (f"{PRI}@1", PRI):
             got = _attributes(m / version, names)
             assert got == expected, version
