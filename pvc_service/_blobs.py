@@ -205,14 +205,17 @@ class BlobStore:
                 if not fresh:
                     continue
                 new += len(fresh)
-                conn.execute(dialect.insert(blobs).values(
-                    [{"sha256": sha, "size": size, "created_us": stamp} for sha, size in fresh])
-                    .on_conflict_do_nothing(index_elements=["sha256"]))
+                # Parameters as a list, not `.values([...])`: one statement compiled once and
+                # sent in batches by the driver; a multi-row VALUES of its own was compiled again
+                # for every batch: about half of the service's CPU in a publish of 10,000 small
+                # files (the bench's tree: 3.2-3.7 s of CPU, 1.6-1.9 s without).
+                conn.execute(dialect.insert(blobs).on_conflict_do_nothing(index_elements=["sha256"]),
+                             [{"sha256": sha, "size": size, "created_us": stamp} for sha, size in fresh])
                 placed = [{"sha256": sha, "pack": places[sha][0], "offset": places[sha][1]}
                           for sha, _ in fresh if places and sha in places]
                 if placed:
-                    conn.execute(dialect.insert(blob_places).values(placed)
-                                 .on_conflict_do_nothing(index_elements=["sha256"]))
+                    conn.execute(dialect.insert(blob_places).on_conflict_do_nothing(index_elements=["sha256"]),
+                                 placed)
         return new
 
     def locate(self, shas: Sequence[str]) -> list[Stored]:
