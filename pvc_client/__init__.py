@@ -5,7 +5,7 @@ The public surface is re-exported here; the ``_modules`` behind it are private.
 
 from __future__ import annotations
 
-from ._client import DEFAULT_URL, VERSIONS_BATCH_LIMIT, PVCClient
+from ._client import DEFAULT_URL, PUBLISH_BATCH_LIMIT, VERSIONS_BATCH_LIMIT, PVCClient
 from ._errors import (
     ERROR_CODES,
     Conflict,
@@ -34,7 +34,7 @@ __all__ = [
     "Unauthorized", "Unavailable", "MAX_ENTRIES", "Entry", "normalize_manifest", "scan_directory", "walk_directory",
     "sha256_file", "validate_manifest", "LATEST", "MAX_NAME_BYTES", "PRI", "Ref", "is_label",
     "parse_label", "parse_pri", "parse_ref", "format_time", "from_micros", "parse_time",
-    "to_micros", "utcnow", "DEFAULT_URL", "VERSIONS_BATCH_LIMIT", "PVCClient", "syncfs", "PACK_MEDIA_TYPE",
+    "to_micros", "utcnow", "DEFAULT_URL", "VERSIONS_BATCH_LIMIT", "PUBLISH_BATCH_LIMIT", "PVCClient", "syncfs", "PACK_MEDIA_TYPE",
     "PACK_BLOB_LIMIT", "Frame", "PackError", "PackParser", "SourceChanged", "frame_header", "plan_packs",
     "frame_groups", "read_frames", "publish_manifest", "Publication",
 ]

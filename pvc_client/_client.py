@@ -16,7 +16,7 @@ import json as _json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar
 
@@ -54,10 +54,10 @@ from ._pack import (
     read_frames,
 )
 from ._pri import LATEST, parse_pri, parse_ref
-from ._publish import Publication, publish_directories, publish_directory
+from ._publish import PUBLISH_BATCH_LIMIT, Publication, publish_directories, publish_directory
 from ._transfer import materialize
 
-__all__ = ["DEFAULT_URL", "VERSIONS_BATCH_LIMIT", "PVCClient"]
+__all__ = ["DEFAULT_URL", "VERSIONS_BATCH_LIMIT", "PUBLISH_BATCH_LIMIT", "PVCClient"]
 
 DEFAULT_URL = "http://127.0.0.1:8750"
 API_PREFIX = "/api/v1"
@@ -468,19 +468,19 @@ class PVCClient:
         the workspace revision the version was made in; the service refuses
         (404) one that does not exist.
         """
-        body: JSON = {
-            "manifest": normalize_manifest(manifest),
-            "dependencies": [exact_ref(d, "dependency") for d in dependencies],
-            "labels": [check_label(label, settable=True) for label in labels],
-            "message": message,
-        }
-        if author is not None:
-            body["author"] = author
-        if at is not None:
-            body["at"] = as_time(at)
-        if workspace is not None:  # only when given: a service that predates origins refuses the key
-            body["workspace"] = workspace_origin(workspace)
+        body = _publish_body(manifest, dependencies=dependencies, labels=labels, message=message, author=author,
+                             at=at, workspace=workspace)
         return await self._json("POST", f"/products/{pri_path(pri)}/versions", body=body)
+
+    async def publish_many(self, publications: Sequence[tuple[str, Iterable[JSON], Mapping[str, Any]]]) -> list[JSON]:
+        """Publish many versions in one request and one transaction at the service: all of them,
+        or none (the error names the first refused, by its index). Each is ``(pri, manifest,
+        keywords of `publish`)``; at most `PUBLISH_BATCH_LIMIT`. Not retried once sent."""
+        if not 0 < len(publications) <= PUBLISH_BATCH_LIMIT:
+            raise InvalidInput(f"{len(publications)} versions: a batch publishes 1 to {PUBLISH_BATCH_LIMIT}")
+        body = {"publications": [{"pri": parse_pri(str(pri)).text, **_publish_body(manifest, **kwargs)}
+                                 for pri, manifest, kwargs in publications]}
+        return (await self._json("POST", "/versions/publish", body=body))["versions"]
 
     async def publish_directory(
         self,
@@ -835,3 +835,21 @@ def _field(answer: Any, key: str, kind: type[T]) -> T:
 
 async def _keep(response: httpx.Response) -> httpx.Response:
     return response
+
+
+def _publish_body(manifest: Iterable[JSON], *, dependencies: Sequence[str] = (), labels: Sequence[str] = (),
+                  message: str = "", author: str | None = None, at: TimeArg = None,
+                  workspace: JSON | None = None) -> JSON:
+    body: JSON = {
+        "manifest": normalize_manifest(manifest),
+        "dependencies": [exact_ref(d, "dependency") for d in dependencies],
+        "labels": [check_label(label, settable=True) for label in labels],
+        "message": message,
+    }
+    if author is not None:
+        body["author"] = author
+    if at is not None:
+        body["at"] = as_time(at)
+    if workspace is not None:  # only when given: a service that predates origins refuses the key
+        body["workspace"] = workspace_origin(workspace)
+    return body

@@ -11,7 +11,8 @@ run. It goes in four steps, the middle two overlapped:
    lacks is uploaded at once, a large blob alone and small ones in packs, so
    that the store receives (and makes durable) while the client still hashes;
 4. only once every blob of every tree is stored are the versions published,
-   a few at a time.
+   in one request (`PVCClient.publish_many`, one transaction at the service)
+   per `PUBLISH_BATCH_LIMIT` of them.
 
 Why this order: on one disk a publish is bound by the store's durable writes
 of its largest files, so those start first; the small files of a hundred
@@ -19,9 +20,9 @@ products then cost a few packs and one ``/blobs/missing`` per pack, not a
 round of requests each.
 
 A failure in steps 1-3 publishes nothing (the blobs already stored are
-harmless: content-addressed, and unreferenced). A version is published whole
-or not at all by the service; when one of several fails in step 4, the error
-names it and the versions already published.
+harmless: content-addressed, and unreferenced). Step 4 is all or nothing too,
+up to `PUBLISH_BATCH_LIMIT` versions; past that, if a later request is
+refused, the error names the versions the earlier ones published.
 
 Files are read again as they are sent: a file changed since it was hashed is
 refused by the store, and nothing is published.
@@ -49,7 +50,7 @@ from ._transfer import Store, _Meter, _run_all, _split_by_size
 if TYPE_CHECKING:
     from ._args import JSON, Progress, TimeArg
 
-__all__ = ["Publication", "publish_directories", "publish_directory", "publish_manifest"]
+__all__ = ["PUBLISH_BATCH_LIMIT", "Publication", "publish_directories", "publish_directory", "publish_manifest"]
 
 # Threads hashing at once: hashlib releases the GIL, so two keep both cores of
 # a small machine busy while the event loop feeds the uploads.
@@ -58,6 +59,9 @@ HASH_THREADS = 2
 # small enough that the store receives early, large enough to be a few requests.
 _PACK_FLUSH_BYTES = 4 << 20
 _PACK_FLUSH_BLOBS = 1024
+# The most versions one `PVCClient.publish_many` request makes (one transaction at the service,
+# whose body model imports this).
+PUBLISH_BATCH_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -137,29 +141,24 @@ def _manifest(tree: list[tuple[Entry, Path | None]], files: list[_File]) -> list
 
 
 async def _publish_all(client: Store, items: Sequence[Publication], manifests: list[list[JSON]]) -> list[JSON]:
-    versions: list[JSON | None] = [None] * len(items)
-    failed: list[tuple[int, PVCError]] = []
-
-    def job(i: int) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
-            if failed:
-                return  # no new version once one is refused; those in flight end
-            try:
-                versions[i] = await client.publish(items[i].pri, manifests[i], **items[i].publish_args())
-            except PVCError as exc:
-                failed.append((i, exc))
-        return run
-
-    await _run_all([job(i) for i in range(len(items))], client.TRANSFER_CONCURRENCY)
-    if failed:
-        i, exc = failed[0]
-        if len(items) == 1:
-            raise exc
-        done = [v["ref"] for v in versions if v is not None]
-        shown = ", ".join(done[:5]) + (f" and {len(done) - 5} more" if len(done) > 5 else "")
-        raise type(exc)(f"{items[i].pri}: {exc.message} (published before it was refused: {shown or 'none'})",
-                        status=exc.status) from exc
-    return [v for v in versions if v is not None]
+    if len(items) == 1:
+        return [await client.publish(items[0].pri, manifests[0], **items[0].publish_args())]
+    # One request (one transaction at the service) per PUBLISH_BATCH_LIMIT versions: all of them
+    # or none, and one commit instead of one each (a hundred versions took 0.7-0.95 s one by one).
+    versions: list[JSON] = []
+    for start in range(0, len(items), PUBLISH_BATCH_LIMIT):
+        batch = [(item.pri, manifest, item.publish_args())
+                 for item, manifest in zip(items[start:start + PUBLISH_BATCH_LIMIT],
+                                           manifests[start:start + PUBLISH_BATCH_LIMIT])]
+        try:
+            versions += await client.publish_many(batch)
+        except PVCError as exc:
+            if not versions:
+                raise
+            done = [v["ref"] for v in versions]
+            shown = ", ".join(done[:5]) + (f" and {len(done) - 5} more" if len(done) > 5 else "")
+            raise type(exc)(f"{exc.message} (published before it was refused: {shown})", status=exc.status) from exc
+    return versions
 
 
 class _Uploader:

@@ -17,9 +17,9 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import trio
 
@@ -46,6 +46,8 @@ class Store(Protocol):
     async def publish(self, pri: str, manifest: Iterable[JSON], *, dependencies: Sequence[str] = (),
                       labels: Sequence[str] = (), message: str = "", author: str | None = None,
                       at: TimeArg = None, workspace: JSON | None = None) -> JSON: ...
+    async def publish_many(self, publications: Sequence[tuple[str, Iterable[JSON], Mapping[str, Any]]]
+                           ) -> list[JSON]: ...
     async def resolve(self, ref: str, as_of: TimeArg = None) -> JSON: ...
     async def download_blob(self, sha: str, sink: BinaryIO | IO[bytes], *, offset: int = 0,
                             length: int | None = None) -> int: ...

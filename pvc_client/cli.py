@@ -133,9 +133,10 @@ def publish(
 ) -> int:
     """Publish DIR as the next version of PRI (the first publish creates the product).
 
-    Several PRI DIR pairs publish together in one transfer; the options apply to
-    every version, and none is published unless every tree is stored. Prints
-    each new PRI@N on a line of its own, in the order given.
+    Several PRI DIR pairs publish together in one transfer and one transaction;
+    the options apply to every version, and none is published unless every tree
+    is stored and every version accepted. Prints each new PRI@N on a line of its
+    own, in the order given.
     """
     if len(pairs) % 2:
         raise typer.BadParameter(f"PRI DIR pairs expected, got {len(pairs)} arguments", param_hint="PRI DIR")

@@ -11,9 +11,9 @@ from starlette.responses import Response
 
 from . import _catalog, _publish
 from ._auth import Principal, require
-from ._errors import Invalid
+from ._errors import Invalid, ServiceError, from_client_error
 from ._json import json_response
-from ._models import PAGE_LIMIT, LabelBody, PublishBody, RenameBody, VersionsBody
+from ._models import PAGE_LIMIT, LabelBody, PublishBody, PublishManyBody, RenameBody, VersionsBody
 from ._names import lookup_product, now_us, parse_as_of, product_by_id
 from ._state import run_db, run_read, state
 from ._workspaces import check_name
@@ -102,7 +102,35 @@ def _exact(index: int, text: str) -> tuple[str, int]:
 @router.post("/products/{pri}/versions", status_code=201)
 async def publish(request: Request, pri: str, body: PublishBody,
                   who: Principal = Depends(require("publish"))) -> Response:
-    req = _publish.PublishInput(
+    req = _publish_input(pri, body, who)
+    st = state(request)
+    done = await run_db(_publish.publish, st.db, req)
+    st.notifier.notify()
+    st.metrics.add("publishes")
+    return json_response((await run_read(request, _published_versions, [done]))[0], status=201)
+
+
+@router.post("/versions/publish", status_code=201)
+async def publish_many(request: Request, body: PublishManyBody,
+                       who: Principal = Depends(require("publish"))) -> Response:
+    """Many versions in one transaction: all of them or none (docs/api.md)."""
+    reqs = []
+    for i, item in enumerate(body.publications):
+        try:
+            reqs.append(_publish_input(item.pri, item, who))
+        except PVCError as error:
+            raise from_client_error(error).prefixed(f"publications[{i}]: ") from None
+        except ServiceError as error:
+            raise error.prefixed(f"publications[{i}]: ") from None
+    st = state(request)
+    done = await run_db(_publish.publish_many, st.db, reqs)
+    st.notifier.notify()
+    st.metrics.add("publishes", len(done))
+    return json_response({"versions": await run_read(request, _published_versions, done)}, status=201)
+
+
+def _publish_input(pri: str, body: PublishBody, who: Principal) -> _publish.PublishInput:
+    return _publish.PublishInput(
         name=parse_pri(pri).text,
         entries=validate_manifest(body.manifest),
         dependencies=[parse_ref(d) for d in body.dependencies],
@@ -112,16 +140,12 @@ async def publish(request: Request, pri: str, body: PublishBody,
         at_us=None if body.at is None else to_micros(parse_time(body.at)),
         workspace=None if body.workspace is None else (check_name(body.workspace.name), body.workspace.revision),
     )
-    st = state(request)
-    done = await run_db(_publish.publish, st.db, req)
-    st.notifier.notify()
-    st.metrics.add("publishes")
 
-    def work(conn: Any) -> dict[str, Any]:
-        product = product_by_id(conn, done.product_id, done.view_us)
-        return _catalog.get_version(conn, product, done.number, done.view_us)
 
-    return json_response(await run_read(request, work), status=201)
+def _published_versions(conn: Any, done: list[_publish.Published]) -> list[dict[str, Any]]:
+    """The Versions just published, as of the time that shows them."""
+    return [_catalog.get_version(conn, product_by_id(conn, d.product_id, d.view_us), d.number, d.view_us)
+            for d in done]
 
 
 @router.get("/products/{pri}/labels")

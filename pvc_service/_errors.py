@@ -44,6 +44,10 @@ class ServiceError(Exception):
         self.status = status or STATUS_BY_CODE[code]
         self.headers = headers or {}
 
+    def prefixed(self, prefix: str) -> ServiceError:
+        """The same error, its message saying where in a request it was found."""
+        return ServiceError(self.code, prefix + self.message, status=self.status, headers=self.headers)
+
 
 def NotFound(message: str) -> ServiceError:  # noqa: N802 - reads like a class at raise sites
     return ServiceError("not_found", message)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pvc_client import VERSIONS_BATCH_LIMIT
+from pvc_client import PUBLISH_BATCH_LIMIT, VERSIONS_BATCH_LIMIT
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PAGE_LIMIT", "WorkspaceOrigin", "PublishBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "VersionsBody", "WorkspaceBody",
+__all__ = ["PAGE_LIMIT", "WorkspaceOrigin", "PublishBody", "PublicationBody", "PublishManyBody", "RenameBody", "LabelBody", "MissingBody", "BatchGetBody", "ClosureBody", "VersionsBody", "WorkspaceBody",
            "SnapshotBody"]
 
 _TEXT = 256
@@ -42,6 +42,14 @@ class PublishBody(_Body):
     author: str | None = Field(None, max_length=_TEXT)
     at: str | None = Field(None, max_length=_TEXT, description="publish time (any accepted time form)")
     workspace: WorkspaceOrigin | None = Field(None, description="the workspace revision it was made in")
+
+
+class PublicationBody(PublishBody):
+    pri: str = Field(max_length=1024)
+
+
+class PublishManyBody(_Body):
+    publications: list[PublicationBody] = Field(min_length=1, max_length=PUBLISH_BATCH_LIMIT)
 
 
 class RenameBody(_Body):

@@ -85,6 +85,22 @@ def publish(db: Database, req: PublishInput) -> Published:
     return _retrying(db, _publish, req)
 
 
+def publish_many(db: Database, reqs: list[PublishInput]) -> list[Published]:
+    """Publish every one of ``reqs`` in one transaction: all of them, or (an error naming the
+    first refused, by its index) none."""
+    return _retrying(db, _publish_each, reqs)
+
+
+def _publish_each(conn: Connection, reqs: list[PublishInput]) -> list[Published]:
+    done = []
+    for i, req in enumerate(reqs):
+        try:
+            done.append(_publish(conn, req))
+        except ServiceError as error:
+            raise error.prefixed(f"publications[{i}] ({req.name}): ") from None
+    return done
+
+
 def _product_for_name(conn: Connection, name: str) -> int | None:
     # any name ever given: a publish to an alias goes to its product
     return conn.execute(select(product_names.c.product_id).where(product_names.c.name == name)).scalar()

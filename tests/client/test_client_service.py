@@ -425,6 +425,11 @@ def test_many_directories_publish_together_or_not_at_all(url: str, tmp_path: Pat
                                          Publication("many:broken-lgt:layout", broken)])
         with pytest.raises(InvalidInput, match="given twice"):
             await c.publish_directories([Publication("many:p0-lgt:layout", trees["many:p0-lgt:layout"])] * 2)
+        # refused by the service, at the second version: the first is not published either
+        with pytest.raises(PVCError, match=r"publications\[1\]"):
+            await c.publish_directories([Publication("many:ok-lgt:layout", trees["many:p0-lgt:layout"]),
+                                         Publication("many:dep-lgt:layout", trees["many:p1-lgt:layout"],
+                                                     dependencies=["many:nothing-lgt:layout@3"])])
         with pytest.raises(NotFound):  # nothing of the refused calls was published
             await c.resolve("many:ok-lgt:layout")
         versions = await c.publish_directories([Publication(pri, d, labels=["published"])
