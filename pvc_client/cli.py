@@ -163,8 +163,7 @@ def publish(
 
     versions = call(url, run)
     # one pair answers one Version, as it always has; several answer a list
-    return answer(versions[0] if len(items) == 1 else versions, json,
-                  lambda shown: human(shown if isinstance(shown, list) else [shown]))
+    return answer(versions[0] if len(items) == 1 else versions, json, lambda _: human(versions))
 
 
 # -- reading -------------------------------------------------------------------------------

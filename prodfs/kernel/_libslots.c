@@ -256,7 +256,6 @@ void prodfs_fastread_put_many(const struct prodfs_slot_rec *recs, uint32_t n, co
     for (uint32_t i = 0; i < n; i++) {
         const struct prodfs_slot_rec *r = &recs[i];
         int64_t gen = -1;
-
         uint32_t s = r->slot;
 
         if (r->path_off == PRODFS_MAP_ONLY) {

@@ -268,12 +268,13 @@ class Operations(OutputOps, pyfuse3.Operations):
         if node.view is not None and node.kind != K_TOP and self.fast_lookups is not None:
             self._hand_over_later(parent_inode)
         elif node.kind == K_TOP and self.fast_lookups is not None and node.ino not in self._handed:
-            listing = self.ns.loaded_listing(node.ino)
-            if listing is not None:
+            first = self.ns.loaded_listing(node.ino, _HAND_OVER_BATCH)
+            if first is not None:
                 # Its version is loaded already (a snapshot's companions, another name of it):
                 # its first names are the library's before this answer, so that the lookup the
-                # kernel sends next, inside it, does not come here too.
-                self._put_names(node.ino, listing[:_HAND_OVER_BATCH])
+                # kernel sends next, inside it, does not come here too. The rest, and the
+                # payloads, are the hand-over task's.
+                self._put_names(node.ino, first)
                 self._hand_over_later(node.ino, names_from=_HAND_OVER_BATCH)
         return self._attrs(node)
 

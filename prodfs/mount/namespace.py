@@ -246,17 +246,18 @@ class Namespace:
         self._used(node.view)  # type: ignore[arg-type]
         return self._entries(node, tree)
 
-    def loaded_listing(self, ino: int) -> list[tuple[str, Node]] | None:
-        """`listing` of a version directory whose version is loaded already; None, without
-        waiting, if it is not."""
+    def loaded_listing(self, ino: int, limit: int) -> list[tuple[str, Node]] | None:
+        """The first ``limit`` entries of `listing` of a version directory whose version is
+        loaded already; None, without waiting, if it is not. Nodes are made for those only:
+        a lookup handler calls this, and a directory may hold many thousands."""
         node = self.node(ino)
         if node.kind not in (K_TOP, K_DIR) or node.view is None:
             return None
         tree = self.versions.peek(node.view.pri, node.view.number)
-        return None if tree is None else self._entries(node, tree)
+        return None if tree is None else self._entries(node, tree, limit)
 
-    def _entries(self, node: Node, tree: VersionTree) -> list[tuple[str, Node]]:
-        return [(e.path.rpartition("/")[2], self.child(node, e)) for e in tree.listing(node.path) or ()]
+    def _entries(self, node: Node, tree: VersionTree, limit: int | None = None) -> list[tuple[str, Node]]:
+        return [(e.path.rpartition("/")[2], self.child(node, e)) for e in (tree.listing(node.path) or [])[:limit]]
 
     def _used(self, view: View) -> None:
         self.state.record_use(view)

@@ -203,10 +203,11 @@ class VersionStore:
     async def _load_companions(self, mine: list[Want]) -> None:
         """(A task of `behind`.) Load claimed companions, from disk, else in one batch; settle them all.
 
-        Those on disk are read in a worker thread a few files at a time (4, 8, 16, then 32)
-        but decoded and validated here, one at a time, nearest first, each settled at once: the work is Python, which a thread
-        cannot run beside the loop, and in a thread it held the loop (and the lookups
-        waiting on it) for its whole run, 60-100 ms for a hundred manifests."""
+        Those on disk are read in a worker thread a few files at a time (4, 8, 16, then
+        32) but decoded and validated here, one at a time, nearest first, each settled at
+        once: the work is Python, which a thread cannot run beside the loop, and in a
+        thread it held the loop (and the lookups waiting on it) for its whole run, 60-100
+        ms for a hundred manifests."""
         settled: set[tuple[str, int]] = set()
         try:
             paths = [(w, path) for w in mine if (path := self._disk_path(w.product_id, w.number, w.created_us))]
